@@ -1,0 +1,35 @@
+"""alsgls: exact maximum-likelihood SUR / feasible GLS for many equations.
+
+The error covariance is modelled as ``Sigma = F F' + diag(D)`` (F is K x k,
+k << K) and never formed densely on the main path.
+"""
+
+from __future__ import annotations
+
+from .als import als_gls
+from .em import em_gls
+from .exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
+from .fit_result import GLSFit
+from .metrics import mse, nll_per_row
+from .ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
+from .sim import SimTruth, simulate_gls, simulate_sur
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "als_gls",
+    "em_gls",
+    "GLSFit",
+    "LowRankCovariance",
+    "BlockDesignOperator",
+    "GLSNormalOperator",
+    "pcg",
+    "simulate_sur",
+    "simulate_gls",
+    "SimTruth",
+    "mse",
+    "nll_per_row",
+    "ConvergenceWarning",
+    "HeywoodWarning",
+    "IdentificationWarning",
+]

@@ -1,0 +1,353 @@
+"""Matrix-free linear algebra for Sigma = F F' + diag(D) and the SUR design.
+
+Notation (DESIGN.md section 1): ``Psi = diag(D)``, the k x k core
+``C = I + F' Psi^-1 F = L L'`` and ``G = Psi^-1 F L^-T`` (K x k), so that
+
+* ``Sigma^-1 = Psi^-1 - G G'``                       (Woodbury, square-root form)
+* ``log|Sigma| = sum_j log D_j + 2 sum log diag(L)``  (determinant lemma)
+
+Internally every per-equation array is *equation-major*: residuals are ``(K, N)``,
+designs ``(K, N, pmax)`` zero-padded to the widest equation, coefficients
+``(K, pmax)``.  Per-equation products are single ``einsum`` passes (no Python
+loop over K and no burst of tiny BLAS calls); everything involving F is a GEMM.
+No function here allocates a K x K or P x P array except ``to_dense``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Callable
+
+import numpy as np
+from scipy.linalg import cho_solve, solve_triangular
+from scipy.sparse.linalg import LinearOperator
+
+__all__ = [
+    "LowRankCovariance",
+    "design_matvec",
+    "design_rmatvec",
+    "BlockDesignOperator",
+    "GLSNormalOperator",
+    "block_jacobi_inverse",
+    "pcg",
+    "CGInfo",
+]
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class LowRankCovariance:
+    """The covariance ``Sigma = F F' + diag(D)`` held in O(K k) memory.
+
+    Parameters
+    ----------
+    F : array_like, shape (K, k)
+        Factor loadings (``k`` may be 0).
+    D : array_like, shape (K,)
+        Strictly positive idiosyncratic variances.
+
+    Notes
+    -----
+    With ``C = I + F' diag(D)^-1 F = L L'`` (Cholesky) and
+    ``G = diag(D)^-1 F L^-T``: ``Sigma^-1 = diag(D)^-1 - G G'`` and
+    ``log|Sigma| = sum(log D) + 2 sum(log diag L)``.  All methods cost
+    O(K k^2) plus O(K k m) for an argument with ``m`` columns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alsgls import LowRankCovariance
+    >>> cov = LowRankCovariance(np.ones((3, 1)), np.ones(3))
+    >>> np.allclose(cov.to_dense(), np.ones((3, 3)) + np.eye(3))
+    True
+    >>> np.allclose(cov.solve(cov.matvec(np.eye(3))), np.eye(3))
+    True
+    """
+
+    def __init__(self, F: np.ndarray, D: np.ndarray) -> None:
+        F = np.asarray(F, dtype=np.float64)
+        D = np.asarray(D, dtype=np.float64)
+        if F.ndim == 1:
+            F = F[:, None]
+        if D.ndim != 1 or F.ndim != 2 or F.shape[0] != D.shape[0]:
+            raise ValueError(f"F must be (K, k) and D (K,), got {F.shape} and {D.shape}")
+        if not (np.all(np.isfinite(D)) and np.all(D > 0)):
+            raise ValueError("D must be finite and strictly positive")
+        if not np.all(np.isfinite(F)):
+            raise ValueError("F must be finite")
+        self.F = F
+        self.D = D
+
+    @property
+    def K(self) -> int:
+        return self.F.shape[0]
+
+    @property
+    def k(self) -> int:
+        return self.F.shape[1]
+
+    @cached_property
+    def chol(self) -> np.ndarray:
+        """Lower Cholesky factor ``L`` (k, k) of the core ``I + F' D^-1 F``."""
+        Fs = self.F / np.sqrt(self.D)[:, None]
+        C = Fs.T @ Fs
+        C[np.diag_indices_from(C)] += 1.0
+        return np.linalg.cholesky(C)
+
+    @cached_property
+    def G(self) -> np.ndarray:
+        """``G = D^-1 F L^-T`` (K, k), so that ``Sigma^-1 = D^-1 - G G'``."""
+        if self.k == 0:
+            return np.zeros((self.K, 0))
+        return solve_triangular(self.chol, (self.F / self.D[:, None]).T, lower=True).T
+
+    @cached_property
+    def logdet(self) -> float:
+        """``log|Sigma|`` by the determinant lemma."""
+        return float(np.sum(np.log(self.D)) + 2.0 * np.sum(np.log(np.diag(self.chol))))
+
+    @cached_property
+    def inverse_diagonal(self) -> np.ndarray:
+        """Diagonal of ``Sigma^-1`` (K,)."""
+        return 1.0 / self.D - np.einsum("ij,ij->i", self.G, self.G)
+
+    @property
+    def diagonal(self) -> np.ndarray:
+        """Diagonal of ``Sigma`` (K,)."""
+        return self.D + np.einsum("ij,ij->i", self.F, self.F)
+
+    def solve(self, V: np.ndarray) -> np.ndarray:
+        """Return ``Sigma^-1 V`` for ``V`` of shape (K,) or (K, m)."""
+        V = np.asarray(V, dtype=np.float64)
+        if V.ndim == 1:
+            return self.solve(V[:, None])[:, 0]
+        return V / self.D[:, None] - self.G @ (self.G.T @ V)
+
+    def matvec(self, V: np.ndarray) -> np.ndarray:
+        """Return ``Sigma V`` for ``V`` of shape (K,) or (K, m)."""
+        V = np.asarray(V, dtype=np.float64)
+        if V.ndim == 1:
+            return self.matvec(V[:, None])[:, 0]
+        return V * self.D[:, None] + self.F @ (self.F.T @ V)
+
+    def quad_form_total(self, Rt: np.ndarray) -> float:
+        """``sum_i r_i' Sigma^-1 r_i`` for residuals ``Rt`` of shape (K, N)."""
+        Z = self.G.T @ Rt
+        return float(np.einsum("kn,kn,k->", Rt, Rt, 1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
+
+    def nll_per_row(self, Rt: np.ndarray) -> float:
+        """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)."""
+        N = Rt.shape[1]
+        return 0.5 * (self.K * LOG_2PI + self.logdet) + 0.5 * self.quad_form_total(Rt) / N
+
+    def to_dense(self) -> np.ndarray:
+        """Dense ``Sigma`` (K, K).  For tests and small K only."""
+        return self.F @ self.F.T + np.diag(self.D)
+
+    def inverse_to_dense(self) -> np.ndarray:
+        """Dense ``Sigma^-1`` (K, K) through Woodbury.  For tests and small K only."""
+        return np.diag(1.0 / self.D) - self.G @ self.G.T
+
+    def __repr__(self) -> str:
+        return f"LowRankCovariance(K={self.K}, k={self.k})"
+
+
+# --------------------------------------------------------------------------
+# Block-diagonal design X = blockdiag(X_1, ..., X_K), equation-major layout
+# --------------------------------------------------------------------------
+
+def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
+    """Fitted values ``U[j] = X_j theta_j``: (K, N, p) x (K, p) -> (K, N)."""
+    return np.einsum("knp,kp->kn", X, theta)
+
+
+def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p)."""
+    return np.einsum("knp,kn->kp", X, W)
+
+
+def normal_matvec(X: np.ndarray, cov: LowRankCovariance, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """GLS normal operator ``A v = X' (Sigma^-1 (x) I_N) X v`` and ``U = X v``.
+
+    Returns ``(A v, U)`` with ``U`` the fitted values of ``v`` (K, N), reused by
+    the caller to update residuals without another pass over X.
+    """
+    U = design_matvec(X, V)
+    return design_rmatvec(X, cov.solve(U)), U
+
+
+def block_jacobi_inverse(gram: np.ndarray) -> np.ndarray:
+    """Inverses of the Gram blocks ``(X_j' X_j)^-1``, (K, p, p), via Cholesky.
+
+    Used only inside the block-Jacobi preconditioner, whose exactness does not
+    affect the solution CG converges to.  The diagonal block of the GLS normal
+    matrix is ``(Sigma^-1)_jj X_j' X_j``, so ``M_j^-1 = (X_j'X_j)^-1 / (Sigma^-1)_jj``.
+    """
+    d = np.sqrt(np.einsum("kpp->kp", gram))
+    scaled = gram / d[:, :, None] / d[:, None, :]
+    L = np.linalg.cholesky(scaled)
+    eye = np.broadcast_to(np.eye(gram.shape[1]), gram.shape)
+    Linv = np.linalg.solve(L, eye)
+    inv = np.einsum("kqp,kqr->kpr", Linv, Linv)
+    return inv / d[:, :, None] / d[:, None, :]
+
+
+def apply_block(Minv: np.ndarray, scale: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Batched ``z_j = Minv_j r_j / scale_j``."""
+    return np.einsum("kpq,kq->kp", Minv, r) / scale[:, None]
+
+
+@dataclass(frozen=True)
+class CGInfo:
+    """Outcome of one preconditioned CG solve.
+
+    Attributes
+    ----------
+    iterations : int
+        Number of operator applications.
+    start_gap : float
+        ``1/2 r0' M^-1 r0`` at the warm start (total-NLL units), an estimate of
+        the decrease still available at the start.
+    final_gap : float
+        The same quantity at exit.
+    decrease : float
+        Exact decrease of the quadratic objective (total-NLL units).
+    converged : bool
+        Whether ``final_gap`` met the requested threshold.
+    """
+
+    iterations: int
+    start_gap: float
+    final_gap: float
+    decrease: float
+    converged: bool
+
+
+def pcg(
+    apply_A: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]],
+    apply_Minv: Callable[[np.ndarray], np.ndarray],
+    theta: np.ndarray,
+    r: np.ndarray,
+    gap_tol: float,
+    maxiter: int,
+    on_step: Callable[[float, np.ndarray], None] | None = None,
+) -> tuple[np.ndarray, CGInfo]:
+    """Preconditioned conjugate gradients on ``A theta = b`` from a warm start.
+
+    Parameters
+    ----------
+    apply_A : callable
+        ``v -> (A v, aux)``; ``aux`` is passed to ``on_step`` (e.g. ``X v``).
+    apply_Minv : callable
+        Preconditioner ``r -> M^-1 r``.
+    theta : ndarray
+        Warm start (not modified).
+    r : ndarray
+        Residual ``b - A theta`` at the warm start (not modified).
+    gap_tol : float
+        Stop when ``1/2 r' M^-1 r`` (the quadratic decrease still available,
+        up to preconditioning) falls to this value.
+    maxiter : int
+        Maximum number of operator applications.
+    on_step : callable, optional
+        ``(alpha, aux)`` after each step, e.g. to update model residuals.
+
+    Returns
+    -------
+    theta : ndarray
+    info : CGInfo
+    """
+    theta = theta.copy()
+    r = r.copy()
+    z = apply_Minv(r)
+    rz = float(np.vdot(r, z))
+    start_gap = gap = 0.5 * rz
+    decrease = 0.0
+    d = z.copy()
+    it = 0
+    while gap > gap_tol and it < maxiter:
+        q, aux = apply_A(d)
+        dq = float(np.vdot(d, q))
+        if dq <= 0:
+            raise FloatingPointError("CG breakdown: the GLS normal operator is not positive definite")
+        alpha = rz / dq
+        theta += alpha * d
+        r -= alpha * q
+        decrease += 0.5 * alpha * rz
+        if on_step is not None:
+            on_step(alpha, aux)
+        z = apply_Minv(r)
+        rz_new = float(np.vdot(r, z))
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+        gap = 0.5 * rz
+        it += 1
+    return theta, CGInfo(it, start_gap, gap, decrease, gap <= gap_tol)
+
+
+# --------------------------------------------------------------------------
+# scipy LinearOperator views on flat (unpadded) coefficient vectors
+# --------------------------------------------------------------------------
+
+def _flat_index(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    eq = np.repeat(np.arange(len(p)), p)
+    col = np.concatenate([np.arange(q) for q in p]) if len(p) else np.zeros(0, int)
+    return eq, col
+
+
+class BlockDesignOperator(LinearOperator):
+    """The stacked design ``blockdiag(X_1, ..., X_K)`` as a LinearOperator.
+
+    Maps a flat coefficient vector of length ``P = sum p_j`` (equation by
+    equation) to ``vec(X B)`` of length ``N K`` in column (equation) order.
+
+    Parameters
+    ----------
+    X : ndarray, shape (K, N, pmax)
+        Zero-padded designs, as produced by validation.
+    p : ndarray of int, shape (K,)
+    """
+
+    def __init__(self, X: np.ndarray, p: np.ndarray) -> None:
+        self.X = X
+        self.p = np.asarray(p)
+        self._eq, self._col = _flat_index(self.p)
+        K, N, _ = X.shape
+        super().__init__(dtype=np.float64, shape=(N * K, int(self.p.sum())))
+
+    def _unflatten(self, v: np.ndarray) -> np.ndarray:
+        theta = np.zeros((self.X.shape[0], self.X.shape[2]))
+        theta[self._eq, self._col] = v
+        return theta
+
+    def _matvec(self, v: np.ndarray) -> np.ndarray:
+        return design_matvec(self.X, self._unflatten(np.ravel(v))).ravel()
+
+    def _rmatvec(self, w: np.ndarray) -> np.ndarray:
+        K, N, _ = self.X.shape
+        g = design_rmatvec(self.X, np.reshape(w, (K, N)))
+        return g[self._eq, self._col]
+
+
+class GLSNormalOperator(BlockDesignOperator):
+    """The GLS normal matrix ``A = X' (Sigma^-1 (x) I_N) X`` (P x P), matrix-free.
+
+    Parameters
+    ----------
+    X : ndarray, shape (K, N, pmax)
+    p : ndarray of int, shape (K,)
+    cov : LowRankCovariance
+    """
+
+    def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance) -> None:
+        super().__init__(X, p)
+        self.cov = cov
+        P = int(self.p.sum())
+        LinearOperator.__init__(self, dtype=np.float64, shape=(P, P))
+
+    def _matvec(self, v: np.ndarray) -> np.ndarray:
+        Av, _ = normal_matvec(self.X, self.cov, self._unflatten(np.ravel(v)))
+        return Av[self._eq, self._col]
+
+    _rmatvec = _matvec  # symmetric
