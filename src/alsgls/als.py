@@ -63,6 +63,7 @@ class _State:
     D: np.ndarray              # (K,)
     basis: np.ndarray | None = None   # warm start of the subspace iteration
     nll: float = float("nan")
+    d_gap: float = float("inf")   # NLL decrease still available from D (estimate)
     trace: list = field(default_factory=list)
 
 
@@ -107,6 +108,19 @@ def _top_eigenpairs(
     return lam[:k], V[:, :k], V, maxiter
 
 
+def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray) -> float:
+    """Estimated NLL-per-row decrease still available from D (F profiled out).
+
+    The profile gradient is ``g_j = ((F F')_jj + D_j - s_j) / (2 D_j)`` in
+    ``log D_j`` and its curvature is about ``s_j / (2 D_j)``, so a Newton step
+    gains ``sum_j g_j^2 D_j / s_j``.  Equations held at the floor whose gradient
+    points below it are excluded (projected gradient).
+    """
+    g = 0.5 * (np.einsum("ij,ij->i", F, F) + D - s) / D
+    g[(D <= floor * (1 + 1e-12)) & (g > 0)] = 0.0
+    return float(np.sum(g * g * D / s))
+
+
 def _factor_step(
     st: _State, k: int, d_floor: float, rng: np.random.Generator, eig_maxiter: int
 ) -> tuple[int, int]:
@@ -126,6 +140,7 @@ def _factor_step(
         F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
     else:
         F = st.F
+    st.d_gap = _profile_gap(F, D, s, floor)
     nll_F = LowRankCovariance(F, D).nll_per_row(st.Rt)
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     t, halvings = 1.0, 0
@@ -187,6 +202,7 @@ def _profile_lbfgs(
     lam, U, st.basis, _ = _top_eigenpairs(
         st.Rt / (sq[:, None] * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
     F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
+    st.d_gap = _profile_gap(F, D, s, np.exp(lo))
     nll = LowRankCovariance(F, D).nll_per_row(st.Rt)
     if nll <= st.nll:
         st.F, st.D, st.nll = F, D, nll
@@ -246,9 +262,10 @@ def als_gls(
         Number of latent factors, ``0 <= k < K``.  ``k = K - 1`` is the
         unrestricted SUR (any positive-definite Sigma).
     tol : float, default 1e-10
-        Relative tolerance on the NLL: stop when the last sweep's decrease, the
-        extrapolated remaining decrease (linear-rate estimate) and the
-        decrease still available from beta are all below ``tol * max(|nll|, 1)``.
+        Relative tolerance on the NLL: stop when the last sweep's decrease, its
+        linear-rate extrapolation, and the decreases still available from beta
+        (preconditioned gradient norm) and from D (Newton estimate on the
+        profile likelihood) are all below ``tol * max(|nll|, 1)``.
     max_sweeps : int, default 200
         Maximum number of sweeps; reaching it emits a ``ConvergenceWarning``.
     cg_maxiter : int, default 500
@@ -315,7 +332,8 @@ def als_gls(
         gaps.append(info.start_gap / N)
         rho = min(last_delta / prev_delta, 0.99) if prev_delta > 0 else 0.0
         remaining = last_delta * rho / (1.0 - rho)
-        if sweep > 0 and max(last_delta, remaining, info.start_gap / N) <= tol * scale:
+        if sweep > 0 and max(last_delta, remaining, info.start_gap / N,
+                             st.d_gap) <= tol * scale:
             converged = True  # start_gap <= gap_tol, so this solve made no step
             break
         if sweep == max_sweeps:  # out of sweeps: keep the last beta-step's gain
