@@ -153,7 +153,7 @@ def check_designs(X: np.ndarray, p: np.ndarray) -> np.ndarray:
     positive definite and the padded coefficients stay exactly zero.
     """
     K, N, pmax = X.shape
-    gram = np.einsum("knp,knq->kpq", X, X)
+    gram = X.transpose(0, 2, 1) @ X
     d = np.sqrt(np.einsum("kpp->kp", gram))
     pad = np.arange(pmax)[None, :] >= p[:, None]
     zero_col = (d == 0) & ~pad

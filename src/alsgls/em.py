@@ -103,8 +103,8 @@ def em_gls(
     k : int
         Number of latent factors, ``0 <= k < K``.
     tol : float, default 1e-10
-        Stop when the relative NLL decrease of a cycle, and its linear-rate
-        extrapolation, are below ``tol * max(|nll|, 1)``.
+        Stop when the NLL decrease of a cycle, and its linear-rate
+        extrapolation, are below ``tol * K`` (per row; as in :func:`als_gls`).
     max_iter : int, default 5000
         Maximum number of (SQUAREM) cycles; reaching it warns.
     d_floor : float, default 1e-6
@@ -177,7 +177,7 @@ def em_gls(
         state = new[:3]
         prev, last = last, trace[-1] - new[3]
         trace.append(nll)
-        scale = max(abs(nll), 1.0)
+        scale = float(data.K)  # as in als_gls: gap per row and equation
         rho = min(max(last, 0.0) / prev, 0.99) if prev > 0 and np.isfinite(prev) else 0.0
         if it > 0 and max(abs(last), max(last, 0.0) * rho / (1 - rho)) <= tol * scale:
             converged = True

@@ -134,7 +134,7 @@ class LowRankCovariance:
     def quad_form_total(self, Rt: np.ndarray) -> float:
         """``sum_i r_i' Sigma^-1 r_i`` for residuals ``Rt`` of shape (K, N)."""
         Z = self.G.T @ Rt
-        return float(np.einsum("kn,kn,k->", Rt, Rt, 1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
+        return float(np.einsum("kn,kn->k", Rt, Rt) @ (1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
 
     def nll_per_row(self, Rt: np.ndarray) -> float:
         """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)."""
@@ -158,13 +158,17 @@ class LowRankCovariance:
 # --------------------------------------------------------------------------
 
 def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
-    """Fitted values ``U[j] = X_j theta_j``: (K, N, p) x (K, p) -> (K, N)."""
-    return np.einsum("knp,kp->kn", X, theta)
+    """Fitted values ``U[j] = X_j theta_j``: (K, N, p) x (K, p) -> (K, N).
+
+    A stacked matmul: one pass over X (5x faster than the equivalent einsum;
+    each item is far below OpenBLAS's threading threshold).
+    """
+    return (X @ theta[:, :, None])[:, :, 0]
 
 
 def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p)."""
-    return np.einsum("knp,kn->kp", X, W)
+    return (W[:, None, :] @ X)[:, 0, :]
 
 
 def normal_matvec(X: np.ndarray, cov: LowRankCovariance, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
