@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
+from ._threads import blas_threads as _blas_threads
 from ._validation import SystemData, check_residual_variance, validate_system
 from .exceptions import ConvergenceWarning
 from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
@@ -93,6 +94,7 @@ def em_gls(
     max_iter: int = 5000,
     d_floor: float = 1e-6,
     accelerate: bool = True,
+    blas_threads: int | None = 1,
 ) -> GLSFit:
     """Dense EM baseline for the SUR likelihood with ``Sigma = F F' + diag(D)``.
 
@@ -111,6 +113,8 @@ def em_gls(
         Relative floor ``D_j >= d_floor * s_j`` (as in :func:`als_gls`).
     accelerate : bool, default True
         Use SQUAREM extrapolation (monotone safeguarded).
+    blas_threads : int or None, default 1
+        BLAS threads inside the fit, as in :func:`als_gls`.
 
     Returns
     -------
@@ -129,6 +133,11 @@ def em_gls(
     >>> em_gls(Xs, Y, k=1).converged
     True
     """
+    with _blas_threads(blas_threads):
+        return _em(Xs, Y, k, tol, max_iter, d_floor, accelerate)
+
+
+def _em(Xs, Y, k, tol, max_iter, d_floor, accelerate) -> GLSFit:
     data, k, _ = validate_system(Xs, Y, k)
     prob = _DenseProblem(data)
     N = data.N
@@ -186,7 +195,7 @@ def em_gls(
         warnings.warn(
             f"em_gls stopped after {max_iter} iterations without meeting tol={tol:g}",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     beta, F, D = state
     Rt = prob.residuals(beta)
