@@ -49,6 +49,9 @@ EIG_RTOL = 1e-10
 #: A beta-step solves until the decrease still available is below this
 #: fraction of the previous sweep's NLL decrease (DESIGN.md section 2).
 CG_BUDGET = 1e-2
+#: Memory of the Anderson acceleration of the D map, and its largest step in log D.
+ANDERSON_M = 3
+ANDERSON_MAX_STEP = 2.0
 #: When two successive sweeps each gain more than this fraction of the gain
 #: before (or one gains more than three times it), the D map is stalling:
 #: switch the factor step to L-BFGS-B on the profile likelihood.
@@ -66,6 +69,7 @@ class _State:
     basis: np.ndarray | None = None   # warm start of the subspace iteration
     nll: float = float("nan")
     d_gap: float = float("inf")   # NLL decrease still available from D (estimate)
+    hist: list = field(default_factory=list)   # (log D, map residual) for Anderson
     trace: list = field(default_factory=list)
 
 
@@ -122,6 +126,27 @@ def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray)
     return float(np.sum(g * g * D / s))
 
 
+def _anderson(st: _State, x: np.ndarray, target: np.ndarray, lo: np.ndarray) -> np.ndarray | None:
+    """Anderson-accelerated D from the history of the D map in log D.
+
+    The plain map ``x -> log max(s - diag(F(x) F(x)'), floor)`` converges
+    linearly (rate ~0.1-0.2 at K ~ 100); Anderson mixing (type II, memory
+    ``ANDERSON_M``) on the residuals ``g = target - x`` extrapolates it.  The
+    caller accepts the result only if the NLL does not increase.
+    """
+    g = target - x
+    st.hist.append((x, g))
+    del st.hist[:-ANDERSON_M - 1]
+    if len(st.hist) < 2:
+        return None
+    dX = np.column_stack([b[0] - a[0] for a, b in zip(st.hist[:-1], st.hist[1:])])
+    dG = np.column_stack([b[1] - a[1] for a, b in zip(st.hist[:-1], st.hist[1:])])
+    gamma, *_ = np.linalg.lstsq(dG, g, rcond=1e-10)
+    step = g - (dX + dG) @ gamma
+    step = np.clip(step, -ANDERSON_MAX_STEP, ANDERSON_MAX_STEP)
+    return np.exp(np.maximum(x + step, lo))
+
+
 def _factor_step(
     st: _State, k: int, d_floor: float, rng: np.random.Generator, eig_maxiter: int,
     eig_rtol: float = EIG_RTOL,
@@ -149,6 +174,12 @@ def _factor_step(
     nll_F = 0.5 * (len(D) * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D)
                    + np.sum(np.log(lam[big]) - lam[big] + 1.0))
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+    D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
+    if D_acc is not None:
+        nll_acc = LowRankCovariance(F, D_acc).nll_per_row(st.Rt)
+        if nll_acc <= nll_F:
+            st.F, st.D, st.nll = F, D_acc, nll_acc
+            return eig_it, 0
     t, halvings = 1.0, 0
     while True:
         D_try = np.maximum(D + t * (D_target - D), floor)
@@ -364,6 +395,7 @@ def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_sta
         stalled = k > 0 and sweep >= 2 and (
             ratios[-1] > 3 * STALL_RATIO or min(ratios[-2:]) > STALL_RATIO)
         if stalled:
+            st.hist.clear()
             e_it, n_back = _profile_lbfgs(st, k, d_floor, rng, eig_maxiter, 0.1 * tol)
         else:
             # eigenvector errors cost NLL quadratically: sqrt of the progress
