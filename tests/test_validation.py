@@ -18,9 +18,15 @@ def sys3():
 def test_nan_and_inf(sys3, solver):
     Xs, Y = sys3
     Yb = Y.copy()
-    Yb[3, 1] = np.nan
+    Yb[3, 1] = np.inf
     with pytest.raises(ValueError, match=r"Y contains NaN or inf \(first at index \(3, 1\)\)"):
         solver(Xs, Yb, 1)
+    Yb[3, 1] = np.nan  # a missing response: em_gls refuses, als_gls only when told to
+    with pytest.raises(ValueError, match="NaN"):
+        if solver is als_gls:
+            solver(Xs, Yb, 1, missing="raise")
+        else:
+            solver(Xs, Yb, 1)
     Xb = [x.copy() for x in Xs]
     Xb[2][0, 0] = np.inf
     with pytest.raises(ValueError, match=r"Xs\[2\] contains NaN or inf"):

@@ -8,9 +8,21 @@ from __future__ import annotations
 
 from .als import als_gls
 from .em import em_gls
-from .exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
+from .exceptions import (
+    ConvergenceWarning,
+    HeywoodWarning,
+    IdentificationWarning,
+    MissingDataWarning,
+)
 from .fit_result import GLSFit
 from .metrics import mse, nll_per_row
+from .missing import (
+    MissingGLSFit,
+    als_gls_missing,
+    fit_missing,
+    impute,
+    observed_nll_per_row,
+)
 from .ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
 from .sim import SimTruth, simulate_gls, simulate_sur
 
@@ -32,4 +44,10 @@ __all__ = [
     "ConvergenceWarning",
     "HeywoodWarning",
     "IdentificationWarning",
+    "MissingDataWarning",
+    "MissingGLSFit",
+    "als_gls_missing",
+    "fit_missing",
+    "impute",
+    "observed_nll_per_row",
 ]

@@ -286,6 +286,8 @@ def als_gls(
     d_floor: float = 1e-6,
     random_state: int = 0,
     blas_threads: int | None = 1,
+    missing: str = "ml",
+    weights: Any = None,
 ) -> GLSFit:
     """Gaussian maximum likelihood for a SUR system with ``Sigma = F F' + diag(D)``.
 
@@ -325,12 +327,25 @@ def als_gls(
         ``alsgls[fast]``); ``None`` leaves the process setting alone.  The
         fit's GEMMs are memory-bound and many: one thread avoids the
         thread hand-off cliff of OpenBLAS on loaded machines.
+    missing : {"ml", "drop", "raise"}, default "ml"
+        What NaN in ``Y`` (a missing response) means.  ``"ml"``: exact
+        maximum likelihood of every observed response under
+        missing-at-random (:func:`alsgls.missing.fit_missing`; rows of
+        ``Xs`` may be NaN where the response is missing); ``"drop"``:
+        listwise deletion of rows with any NaN; ``"raise"``: refuse NaN.
+        With no NaN and no weights the three are the same balanced fit.
+    weights : array_like, shape (N,), optional
+        Non-negative row weights, rescaled to mean 1 (as linearmodels does):
+        row ``i``'s log-likelihood counts ``w_i`` times.
 
     Returns
     -------
     GLSFit
         Coefficients ``B``, loadings ``F``, noise variances ``D``, the NLL
-        trace and solver diagnostics.
+        trace and solver diagnostics; a
+        :class:`~alsgls.missing.MissingGLSFit` (which adds ``n_observed``,
+        ``rows``, ``weights``) when ``Y`` has NaN, ``weights`` is given or
+        ``missing`` is not ``"ml"``.
 
     Raises
     ------
@@ -355,8 +370,24 @@ def als_gls(
     >>> bool(np.all(np.diff(fit.nll_trace) <= 1e-12 * abs(fit.nll)))
     True
     """
+    if weights is not None or missing != "ml" or _has_nan(Y):
+        from .missing import als_gls_missing
+
+        return als_gls_missing(Xs, Y, k, missing=missing, weights=weights, tol=tol,
+                               max_sweeps=max_sweeps, cg_maxiter=cg_maxiter,
+                               eig_maxiter=eig_maxiter, d_floor=d_floor,
+                               random_state=random_state)
     with _blas_threads(blas_threads):
         return _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state)
+
+
+def _has_nan(Y: Any) -> bool:
+    """True if ``Y`` is numeric and contains NaN (validation reports the rest)."""
+    try:
+        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
+        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
+    except (TypeError, ValueError):
+        return False
 
 
 def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state) -> GLSFit:

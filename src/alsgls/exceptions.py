@@ -6,7 +6,7 @@ Each warning has its own class so that users can filter them precisely, e.g.
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "IdentificationWarning", "HeywoodWarning"]
+__all__ = ["ConvergenceWarning", "IdentificationWarning", "HeywoodWarning", "MissingDataWarning"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -19,3 +19,8 @@ class IdentificationWarning(UserWarning):
 
 class HeywoodWarning(UserWarning):
     """Some noise variances D_j sit at their floor (a Heywood case)."""
+
+
+class MissingDataWarning(UserWarning):
+    """Rows were dropped because they carry no information (all responses
+    missing, or zero weight) or because listwise deletion was requested."""
