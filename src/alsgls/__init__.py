@@ -24,11 +24,20 @@ from .missing import (
     observed_nll_per_row,
 )
 from .ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
+from .hypothesis import TestResult
+from .inference import GLSCovariance
+from .results import PredictionResults, SURResults
 from .sim import SimTruth, simulate_gls, simulate_sur
+from .system import SUR
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "SUR",
+    "SURResults",
+    "PredictionResults",
+    "TestResult",
+    "GLSCovariance",
     "als_gls",
     "em_gls",
     "GLSFit",

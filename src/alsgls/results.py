@@ -1,0 +1,607 @@
+"""Results of a fitted :class:`~alsgls.system.SUR` model.
+
+Derived statistics are lazy ``cached_property`` chains
+(``params -> bse -> tvalues -> pvalues``) on an immutable record.  Names follow
+statsmodels (``params``, ``bse``, ``tvalues``, ``pvalues``, ``conf_int``,
+``cov_params``), with linearmodels' names as aliases (``std_errors``,
+``tstats``).  Labelled outputs are pandas objects when pandas is installed and
+plain ndarrays otherwise.  Nothing here forms a K x K or P x P matrix unless
+asked explicitly (``cov_params(full=True)``, ``sigma_matrix()``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from .fit_result import GLSFit
+from .hypothesis import TestResult, chi2_result, restriction_matrix
+from .inference import GLSCovariance
+from .ops import LowRankCovariance, design_matvec
+from .summary import EquationTable, Summary
+
+__all__ = ["SURResults", "PredictionResults"]
+
+#: ``cov_params()`` without a subset returns the full P x P matrix only up to this P.
+FULL_COV_LIMIT = 2000
+_COV_ALIASES = {"unadjusted": "unadjusted", "nonrobust": "unadjusted", "classic": "unadjusted",
+                "homoskedastic": "unadjusted", "robust": "robust",
+                "heteroskedastic": "robust", "hc0": "robust"}
+
+
+def _normalise_cov_type(cov_type: str) -> str:
+    key = str(cov_type).lower()
+    if key not in _COV_ALIASES:
+        raise ValueError(f"cov_type must be 'unadjusted' or 'robust', got {cov_type!r}")
+    return _COV_ALIASES[key]
+
+
+def _pandas():
+    try:
+        import pandas
+    except ImportError:  # pragma: no cover - environment dependent
+        return None
+    return pandas
+
+
+def _series(values: np.ndarray, index: Sequence, name: str | None = None) -> Any:
+    pd = _pandas()
+    return values if pd is None else pd.Series(values, index=list(index), name=name)
+
+
+def _frame(values: np.ndarray, index: Any, columns: Sequence) -> Any:
+    pd = _pandas()
+    if pd is None:
+        return values
+    return pd.DataFrame(values, index=index, columns=list(columns))
+
+
+class SURResults:
+    """Fitted SUR system with inference.
+
+    Parameters
+    ----------
+    model : SUR
+        The model that was fitted.
+    fit : GLSFit
+        The solver's record.
+    cov_type : {"unadjusted", "robust"}
+    debiased : bool
+        Small-sample scaling ``N / sqrt((N - p_i)(N - p_j))`` and t/F
+        reference distributions.
+
+    Notes
+    -----
+    ``Var(beta) = A^-1`` with ``A = X'(Sigma^-1 (x) I_N)X`` and
+    ``Sigma = F F' + diag(D)`` at the MLE (divisor N), or the sandwich
+    ``A^-1 (sum_i g_i g_i') A^-1`` with ``g_i = X_i' Sigma^-1 r_i``;
+    computed exactly without forming A (:mod:`alsgls.inference`).
+    """
+
+    def __init__(self, model: Any, fit: GLSFit, *, cov_type: str = "unadjusted",
+                 debiased: bool = False) -> None:
+        self.model = model
+        self.fit_result = fit
+        self.cov_type = _normalise_cov_type(cov_type)
+        self.debiased = bool(debiased)
+        data = model.data
+        self._data = data
+        self._eq = np.repeat(np.arange(data.K), data.p)
+        self._col = np.concatenate([np.arange(q) for q in data.p])
+
+    # -- basic quantities ---------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        return self.model.param_names
+
+    @cached_property
+    def _theta(self) -> np.ndarray:
+        th = np.zeros((self._data.K, self._data.pmax))
+        for j, b in enumerate(self.fit_result.B):
+            th[j, : b.shape[0]] = b[:, 0]
+        return th
+
+    @cached_property
+    def _Rt(self) -> np.ndarray:
+        return self._data.Yt - design_matvec(self._data.X, self._theta)
+
+    @cached_property
+    def _inference(self) -> GLSCovariance:
+        return GLSCovariance(self._data.X, self._data.p, self.fit_result.cov, self._Rt)
+
+    @cached_property
+    def _scale(self) -> np.ndarray:
+        """Per-coefficient debiasing factor ``sqrt(N / (N - p_j))`` (P,)."""
+        N, p = self._data.N, self._data.p
+        s = np.sqrt(N / (N - p)) if self.debiased else np.ones(len(p))
+        return s[self._eq]
+
+    @property
+    def nobs(self) -> int:
+        """Rows N (observations per equation)."""
+        return self._data.N
+
+    @property
+    def rank(self) -> int:
+        return self.fit_result.k
+
+    @property
+    def df_model(self) -> int:
+        """Number of regression coefficients P (intercepts included)."""
+        return int(self._data.p.sum())
+
+    @property
+    def df_resid(self) -> int:
+        """``N K - P``."""
+        return self._data.N * self._data.K - self.df_model
+
+    @property
+    def df_resid_equation(self) -> Any:
+        """``N - p_j`` per equation: the t degrees of freedom when debiased."""
+        return _series(self._data.N - self._data.p, self.model.labels, "df_resid")
+
+    @property
+    def n_covariance_params(self) -> int:
+        """Free parameters of Sigma: ``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``
+        (the unrestricted count, reached beyond the Ledermann bound)."""
+        return _n_cov(self._data.K, self.rank)
+
+    @property
+    def converged(self) -> bool:
+        return self.fit_result.converged
+
+    @property
+    def iterations(self) -> int:
+        return self.fit_result.n_iter
+
+    @property
+    def nll_trace(self) -> np.ndarray:
+        return self.fit_result.nll_trace
+
+    @cached_property
+    def llf(self) -> float:
+        """Gaussian log-likelihood ``-N * nll_per_row`` at the MLE."""
+        return -self._data.N * self.fit_result.nll
+
+    @property
+    def aic(self) -> float:
+        return 2.0 * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
+
+    @property
+    def bic(self) -> float:
+        return np.log(self._data.N) * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
+
+    # -- coefficients and their inference -------------------------------------
+    @cached_property
+    def params(self) -> Any:
+        """Coefficients, labelled ``<equation>_<regressor>`` (P,)."""
+        return _series(self._theta[self._eq, self._col], self.param_names, "params")
+
+    @cached_property
+    def _var(self) -> np.ndarray:
+        inf = self._inference
+        blocks = inf.robust_diagonal_blocks if self.cov_type == "robust" else inf.diagonal_blocks
+        return blocks[self._eq, self._col, self._col] * self._scale ** 2
+
+    @cached_property
+    def bse(self) -> Any:
+        """Standard errors (P,)."""
+        return _series(np.sqrt(self._var), self.param_names, "std_errors")
+
+    @property
+    def std_errors(self) -> Any:
+        """Alias of :attr:`bse` (linearmodels name)."""
+        return self.bse
+
+    @cached_property
+    def tvalues(self) -> Any:
+        return _series(np.asarray(self.params) / np.asarray(self.bse), self.param_names, "tstats")
+
+    @property
+    def tstats(self) -> Any:
+        """Alias of :attr:`tvalues` (linearmodels name)."""
+        return self.tvalues
+
+    @cached_property
+    def _df(self) -> np.ndarray | None:
+        return (self._data.N - self._data.p)[self._eq] if self.debiased else None
+
+    @cached_property
+    def pvalues(self) -> Any:
+        t = np.abs(np.asarray(self.tvalues))
+        p = 2 * (stats.t.sf(t, self._df) if self.debiased else stats.norm.sf(t))
+        return _series(p, self.param_names, "pvalues")
+
+    def _quantile(self, alpha: float) -> np.ndarray:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
+        if self.debiased:
+            return stats.t.ppf(1 - alpha / 2, self._df)
+        return np.full(self.df_model, stats.norm.ppf(1 - alpha / 2))
+
+    def conf_int(self, alpha: float = 0.05) -> Any:
+        """Confidence intervals (P, 2): columns ``lower``, ``upper``."""
+        q = self._quantile(alpha)
+        b, se = np.asarray(self.params), np.asarray(self.bse)
+        return _frame(np.column_stack([b - q * se, b + q * se]), self.param_names,
+                      ["lower", "upper"])
+
+    def _selection(self, subset: Any, equation: Any) -> np.ndarray:
+        names = self.param_names
+        if equation is not None:
+            if equation not in self.model.labels:
+                raise ValueError(f"equation {equation!r} is not one of the labels "
+                                 f"{self.model.labels[:10]}")
+            return np.flatnonzero(self._eq == self.model.labels.index(equation))
+        pos = {n: i for i, n in enumerate(names)}
+        idx = []
+        for s in subset:
+            if isinstance(s, (int, np.integer)):
+                if not 0 <= s < len(names):
+                    raise ValueError(f"parameter position {s} out of range 0..{len(names) - 1}")
+                idx.append(int(s))
+            elif s in pos:
+                idx.append(pos[s])
+            else:
+                raise ValueError(f"unknown parameter {s!r}")
+        return np.asarray(idx, dtype=int)
+
+    def _contrast_cov(self, R: np.ndarray) -> np.ndarray:
+        """Covariance (q, q) of ``R beta`` for R (q, P), exact and matrix-free."""
+        d = self._data
+        Rs = R * self._scale[None, :]
+        L = np.zeros((d.K, d.pmax, R.shape[0]))
+        L[self._eq, self._col, :] = Rs.T
+        return self._inference.contrast_cov(L, robust=self.cov_type == "robust")
+
+    def cov_params(self, subset: Sequence | None = None, *, equation: str | None = None,
+                   full: bool = False) -> Any:
+        """Covariance of a subset of the coefficients.
+
+        Parameters
+        ----------
+        subset : list of str or int, optional
+            Parameter names or positions.
+        equation : str, optional
+            Label of one equation: its diagonal block.
+        full : bool, default False
+            Return the whole P x P matrix; required when ``P > FULL_COV_LIMIT``
+            and neither ``subset`` nor ``equation`` is given.
+
+        Returns
+        -------
+        DataFrame or ndarray, shape (m, m)
+        """
+        P = self.df_model
+        if subset is None and equation is None:
+            if P > FULL_COV_LIMIT and not full:
+                raise ValueError(
+                    f"P={P} coefficients: the full covariance is {P}x{P}; pass "
+                    "subset=[...] or equation=label, or full=True to form it anyway"
+                )
+            idx = np.arange(P)
+        else:
+            idx = self._selection(subset, equation)
+        R = np.zeros((idx.size, P))
+        R[np.arange(idx.size), idx] = 1.0
+        names = [self.param_names[i] for i in idx]
+        return _frame(self._contrast_cov(R), names, names)
+
+    # -- residuals, fit --------------------------------------------------------
+    @property
+    def resid(self) -> Any:
+        """Residuals (N, K)."""
+        return _frame(self._Rt.T, self.model.index, self.model.labels)
+
+    @property
+    def fittedvalues(self) -> Any:
+        """Fitted values ``X_j beta_j`` (N, K)."""
+        return _frame(self._data.Yt.T - self._Rt.T, self.model.index, self.model.labels)
+
+    @cached_property
+    def _tss(self) -> np.ndarray:
+        Yt = self._data.Yt
+        const = np.array([e.has_constant for e in self.model.equations])
+        centred = Yt - np.where(const, Yt.mean(axis=1), 0.0)[:, None]
+        return np.einsum("kn,kn->k", centred, centred)
+
+    @cached_property
+    def rsquared(self) -> Any:
+        """Per-equation R^2 (centred when the equation has a constant column)."""
+        ssr = np.einsum("kn,kn->k", self._Rt, self._Rt)
+        return _series(1.0 - ssr / self._tss, self.model.labels, "rsquared")
+
+    @property
+    def system_rsquared(self) -> float:
+        """``1 - sum_j SSR_j / sum_j TSS_j``."""
+        ssr = float(np.einsum("kn,kn->", self._Rt, self._Rt))
+        return 1.0 - ssr / float(self._tss.sum())
+
+    # -- covariance of the errors ------------------------------------------
+    @property
+    def sigma(self) -> LowRankCovariance:
+        """``Sigma = F F' + diag(D)`` as a low-rank object (never dense)."""
+        return self.fit_result.cov
+
+    def sigma_matrix(self) -> Any:
+        """Dense K x K Sigma (explicit request; O(K^2) memory)."""
+        lab = self.model.labels
+        return _frame(self.sigma.to_dense(), lab, lab)
+
+    @property
+    def loadings(self) -> Any:
+        """Factor loadings F (K, k), canonical rotation."""
+        return _frame(self.fit_result.F, self.model.labels,
+                      [f"factor_{i + 1}" for i in range(self.rank)])
+
+    @property
+    def noise_variance(self) -> Any:
+        """Idiosyncratic variances D (K,)."""
+        return _series(self.fit_result.D.copy(), self.model.labels, "noise_variance")
+
+    @property
+    def heywood(self) -> Any:
+        return _series(self.fit_result.heywood.copy(), self.model.labels, "heywood")
+
+    @cached_property
+    def factor_scores(self) -> Any:
+        """Posterior means of the factors ``E[z_i | r_i] = C^-1 F' D^-1 r_i`` (N, k)."""
+        cov = self.sigma
+        if self.rank == 0:
+            Z = np.zeros((self._data.N, 0))
+        else:
+            from scipy.linalg import cho_solve
+
+            rhs = (cov.F / cov.D[:, None]).T @ self._Rt
+            Z = cho_solve((cov.chol, True), rhs).T
+        return _frame(Z, self.model.index, [f"factor_{i + 1}" for i in range(self.rank)])
+
+    # -- tests -------------------------------------------------------------
+    def wald_test(self, restrictions: Any, value: Any = None) -> TestResult:
+        """Wald test of ``R beta = r``.
+
+        Parameters
+        ----------
+        restrictions : str, list of str, ndarray (q, P) or DataFrame
+            Strings over the parameter names (``"GM_value = CH_value"``,
+            comma-separated or a list), or a matrix R; a DataFrame's columns
+            name the parameters it involves.
+        value : array_like (q,), optional
+            ``r`` for a matrix (default 0).
+
+        Returns
+        -------
+        TestResult
+            ``W = (R b - r)' (R V R')^-1 (R b - r)`` against chi2(q), or
+            ``W / q`` against F(q, N - max p_j) when debiased.
+
+        Raises
+        ------
+        ValueError
+            Unknown parameter names, wrong shapes, or a singular R.
+        """
+        R, r = restriction_matrix(restrictions, value, self.param_names)
+        diff = R @ np.asarray(self.params) - r
+        V = self._contrast_cov(R)
+        try:
+            W = float(diff @ np.linalg.solve(V, diff))
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("the covariance of the restrictions is singular") from exc
+        q = R.shape[0]
+        null = "R beta = r" if not isinstance(restrictions, (str, list, tuple)) else str(restrictions)
+        if self.debiased:
+            df2 = int(self._data.N - self._data.p.max())
+            return TestResult("Wald test (F)", W / q, float(stats.f.sf(W / q, q, df2)),
+                              (q, df2), "F", null)
+        return chi2_result("Wald test", W, q, null)
+
+    def lr_test(self, against: str = "diagonal", **fit_options: Any) -> TestResult:
+        """Likelihood-ratio test of the factor structure.
+
+        Parameters
+        ----------
+        against : {"diagonal", "rank-1"}
+            The restricted model: diagonal Sigma (rank 0) or rank k - 1.
+        **fit_options
+            Passed to the restricted ``fit``.
+
+        Notes
+        -----
+        ``LR = 2 (llf_k - llf_restricted)`` against chi2 with the difference in
+        covariance parameters (``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``).
+        The chi2 reference is asymptotic and unreliable
+        near Heywood cases or when k is close to the Ledermann bound.
+        """
+        k = self.rank
+        if k == 0:
+            raise ValueError("the fitted model already has a diagonal Sigma (rank 0)")
+        if against not in ("diagonal", "rank-1"):
+            raise ValueError(f"against must be 'diagonal' or 'rank-1', got {against!r}")
+        k0 = 0 if against == "diagonal" else k - 1
+        restricted = type(self.model)(
+            {e.label: (e.y, _named(e)) for e in self.model.equations}, rank=k0)
+        opts = {"tol": self.fit_result.tol, "method": self.fit_result.method}
+        opts.update(fit_options)
+        res0 = restricted.fit(**opts)
+        K = self._data.K
+        df = _n_cov(K, k) - _n_cov(K, k0)
+        stat = max(2.0 * (self.llf - res0.llf), 0.0)
+        return chi2_result(f"LR test rank {k} vs {k0}", stat, df,
+                           f"Sigma has rank-{k0} factor structure")
+
+    def breusch_pagan(self) -> TestResult:
+        """Breusch-Pagan LM test of a diagonal Sigma from OLS residuals.
+
+        ``LM = N sum_{i<j} rho_ij^2`` against chi2(K(K-1)/2), with ``rho_ij``
+        the correlations of equation-by-equation OLS residuals (divisor N).
+        Computed in row or column chunks; no K x K matrix is stored.
+        """
+        Q, _ = self._inference._qr
+        Yt = self._data.Yt
+        E = Yt - np.einsum("kna,kma,km->kn", Q, Q, Yt, optimize=True)  # OLS residuals
+        Z = E / np.linalg.norm(E, axis=1, keepdims=True)              # (K, N), unit rows
+        K, N = Z.shape
+        total, step = 0.0, max(1, 2**22 // max(K, N))
+        if K <= N:
+            for s in range(0, K, step):
+                total += float(np.sum((Z[s:s + step] @ Z.T) ** 2))
+        else:
+            for s in range(0, N, step):
+                total += float(np.sum((Z[:, s:s + step].T @ Z) ** 2))
+        lm = N * (total - K) / 2.0
+        return chi2_result("Breusch-Pagan LM test", lm, K * (K - 1) // 2,
+                           "Sigma is diagonal (no cross-equation correlation)")
+
+    # -- prediction ---------------------------------------------------------
+    def _new_designs(self, exog: Any, data: Any) -> tuple[list[np.ndarray], Any]:
+        eqs = self.model.equations
+        formulas = getattr(self.model, "_formulas", None)
+        if data is not None:
+            if formulas is None:
+                raise ValueError("data= is only for models built with SUR.from_formula; "
+                                 "pass exog={label: array} instead")
+            Xs = [np.asarray(formulas["specs"][e.label].get_model_matrix(data), dtype=float)
+                  for e in eqs]
+            return Xs, getattr(data, "index", None)
+        if exog is None:
+            return [e.X for e in eqs], self.model.index
+        if isinstance(exog, dict):
+            missing = [e.label for e in eqs if e.label not in exog]
+            if missing:
+                raise ValueError(f"exog lacks equations {missing[:5]}")
+            items = [exog[e.label] for e in eqs]
+        else:
+            items = list(exog)
+            if len(items) != len(eqs):
+                raise ValueError(f"exog has {len(items)} entries but the model has {len(eqs)} equations")
+        index = getattr(items[0], "index", None)
+        Xs = []
+        for e, x in zip(eqs, items):
+            xa = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x, dtype=float)
+            xa = xa[:, None] if xa.ndim == 1 else xa
+            if xa.shape[1] != e.X.shape[1]:
+                raise ValueError(f"equation {e.label!r}: exog has {xa.shape[1]} columns, "
+                                 f"the model has {e.X.shape[1]}")
+            if Xs and xa.shape[0] != Xs[0].shape[0]:
+                raise ValueError(f"equation {e.label!r}: exog has {xa.shape[0]} rows, "
+                                 f"the first equation has {Xs[0].shape[0]}")
+            Xs.append(xa)
+        return Xs, index
+
+    def predict(self, exog: Any = None, *, data: Any = None) -> Any:
+        """Predicted means (N_new, K).
+
+        Parameters
+        ----------
+        exog : mapping {label: (N_new, p_j)} or list of K arrays, optional
+            New regressors; default the estimation sample.
+        data : DataFrame, optional
+            New data for a model built with :meth:`SUR.from_formula`.
+        """
+        return self.get_prediction(exog, data=data).predicted_mean
+
+    def get_prediction(self, exog: Any = None, *, data: Any = None) -> "PredictionResults":
+        """Predictions with standard errors of the mean and of a new observation.
+
+        ``se_mean_ij^2 = x_ij' Cov(beta_j) x_ij`` (diagonal blocks only) and
+        ``se_obs_ij^2 = se_mean_ij^2 + Sigma_jj``.
+        """
+        Xs, index = self._new_designs(exog, data)
+        d = self._data
+        X = np.zeros((d.K, Xs[0].shape[0], d.pmax))
+        for j, x in enumerate(Xs):
+            X[j, :, : x.shape[1]] = x
+        mean = design_matvec(X, self._theta).T
+        inf = self._inference
+        blocks = inf.robust_diagonal_blocks if self.cov_type == "robust" else inf.diagonal_blocks
+        s = np.sqrt(d.N / (d.N - d.p)) if self.debiased else np.ones(d.K)
+        var_mean = np.einsum("kna,kab,knb->nk", X, blocks, X) * s[None, :] ** 2
+        var_obs = var_mean + self.sigma.diagonal[None, :]
+        df = (d.N - d.p) if self.debiased else None
+        return PredictionResults(mean, np.sqrt(var_mean), np.sqrt(var_obs), index,
+                                 self.model.labels, df)
+
+    # -- summary ------------------------------------------------------------
+    def summary(self, max_equations: int | None = 10, alpha: float = 0.05) -> Summary:
+        """Summary with a system header and per-equation coefficient tables.
+
+        Parameters
+        ----------
+        max_equations : int or None, default 10
+            Show at most this many equation tables (None: all) and say so.
+        alpha : float, default 0.05
+        """
+        d = self._data
+        header = [("Equations (K)", str(d.K)), ("Observations (N)", str(d.N)),
+                  ("Factor rank (k)", str(self.rank)), ("Coefficients (P)", str(self.df_model)),
+                  ("Log-likelihood", f"{self.llf:.6g}"), ("AIC", f"{self.aic:.6g}"),
+                  ("BIC", f"{self.bic:.6g}"), ("System R-squared", f"{self.system_rsquared:.4f}"),
+                  ("Method", self.fit_result.method.upper()), ("Cov. estimator", self.cov_type),
+                  ("Debiased", str(self.debiased)), ("Converged", str(self.converged)),
+                  ("Iterations", str(self.iterations)),
+                  ("Heywood cases", str(int(self.fit_result.heywood.sum())))]
+        show = d.K if max_equations is None else min(d.K, int(max_equations))
+        b, se, t = (np.asarray(v) for v in (self.params, self.bse, self.tvalues))
+        pv, ci = np.asarray(self.pvalues), np.asarray(self.conf_int(alpha))
+        r2 = np.asarray(self.rsquared)
+        tables = []
+        for j, e in enumerate(self.model.equations[:show]):
+            idx = np.flatnonzero(self._eq == j)
+            rows = [(e.exog_names[i - idx[0]], b[i], se[i], t[i], pv[i], ci[i, 0], ci[i, 1])
+                    for i in idx]
+            tables.append(EquationTable(e.label, e.dependent, float(r2[j]), rows,
+                                        "t" if self.debiased else "z", 1 - alpha))
+        notes = [f"Sigma = F F' + diag(D) with rank {self.rank}; Sigma-hat uses divisor N."]
+        if show < d.K:
+            notes.append(f"{d.K - show} of {d.K} equations not shown; use "
+                         "summary(max_equations=None) or the params/bse attributes.")
+        if not self.converged:
+            notes.append("WARNING: the solver did not converge.")
+        return Summary("System ML (SUR) estimation results", header, tables, notes)
+
+    def __repr__(self) -> str:
+        return (f"SURResults(K={self._data.K}, N={self._data.N}, rank={self.rank}, "
+                f"llf={self.llf:.6g}, cov_type={self.cov_type!r})")
+
+
+def _n_cov(K: int, k: int) -> int:
+    return min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2)
+
+
+def _named(e: Any) -> Any:
+    pd = _pandas()
+    return e.X if pd is None else pd.DataFrame(e.X, columns=list(e.exog_names))
+
+
+@dataclass(frozen=True)
+class PredictionResults:
+    """Predictions with standard errors.
+
+    Attributes
+    ----------
+    mean, se_mean, se_obs : ndarray, shape (N_new, K)
+    """
+
+    mean: np.ndarray
+    se_mean: np.ndarray
+    se_obs: np.ndarray
+    index: Any
+    labels: list
+    df: Any = None
+
+    @property
+    def predicted_mean(self) -> Any:
+        return _frame(self.mean, self.index, self.labels)
+
+    def conf_int(self, alpha: float = 0.05, obs: bool = False) -> tuple[Any, Any]:
+        """Lower and upper bounds (each N_new x K): of the mean, or with
+        ``obs=True`` prediction intervals for a new observation."""
+        q = stats.t.ppf(1 - alpha / 2, self.df) if self.df is not None else stats.norm.ppf(1 - alpha / 2)
+        se = self.se_obs if obs else self.se_mean
+        return (_frame(self.mean - q * se, self.index, self.labels),
+                _frame(self.mean + q * se, self.index, self.labels))
+
