@@ -6,6 +6,7 @@ k << K) and never formed densely on the main path.
 
 from __future__ import annotations
 
+from . import datasets
 from .als import als_gls
 from .em import em_gls
 from .exceptions import (
@@ -34,6 +35,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUR",
+    "datasets",
     "SURResults",
     "PredictionResults",
     "TestResult",
