@@ -44,9 +44,10 @@ class GLSFit:
         Conjugate-gradient iterations in each sweep's beta-step (ALS; zeros for
         the direct EM solve).
     beta_gap : ndarray, shape (n_iter + 1,)
-        ``1/2 g' M^-1 g / N`` at the start of each beta-step and at exit: the
-        NLL-per-row decrease still available from beta (preconditioned
-        estimate).  The last entry certifies the returned beta.
+        ``1/2 g' M^-1 g / N`` at the start of each beta-step: the NLL-per-row
+        decrease still available from beta (preconditioned estimate).  The
+        last entry is the gap at exit (after the final polish of beta given
+        the returned Sigma) and certifies the returned beta.
     eig_iterations : ndarray of int, shape (n_iter,)
         Subspace iterations in each sweep's factor step (ALS only).
     backtracks : ndarray of int, shape (n_iter,)
