@@ -71,6 +71,15 @@ class MissingData:
         return self.Yt.shape[1]
 
     @property
+    def pmax(self) -> int:
+        return self.X.shape[2]
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean (K, pmax): True where a coefficient exists."""
+        return np.arange(self.pmax)[None, :] < self.p[:, None]
+
+    @property
     def n_observed(self) -> np.ndarray:
         """Observed (retained) rows of each equation, (K,) int."""
         return self.O.sum(axis=1).astype(np.int64)

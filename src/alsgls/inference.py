@@ -30,6 +30,22 @@ This is the eigen-correction of DESIGN.md section 4 carried to full rank
 The heteroskedasticity-robust (sandwich) covariance is
 ``A^-1 B A^-1`` with ``B = sum_i g_i g_i'``, ``g_i = X_i' Sigma^-1 r_i``; we
 apply ``A^-1`` to the ``N`` score vectors at once.
+
+Missing responses and row weights (DESIGN.md section 6).  Row ``i`` observes
+the equations ``O_i`` and has weight ``w_i``; the observed-data information is
+
+    A = sum_i w_i X_{i,O}' Sigma_{O_i}^-1 X_{i,O},
+    Sigma_O^-1 = Psi_O^-1 - G_i G_i',  G_i = Psi_O^-1 F_O L_i^-T,
+
+with the per-row k x k cores ``C_i = I + F_O' Psi_O^-1 F_O = L_i L_i'`` (all of
+them from one masked GEMM).  It keeps the structure ``A = Delta - U U'``:
+``Delta_j = sum_{i in rows(j)} w_i x_ij x_ij' / D_j`` and ``U`` has one k-block
+of columns per row, ``U_(j, (i, l)) = sqrt(w_i) o_ij x_ij G_i[j, l]``.  So the
+same Woodbury core applies with the thin QR of the masked, ``sqrt(w)``-scaled
+designs and a per-row ``G_i`` in place of the common ``G``; the core is still
+``N k x N k``.  The robust scores become ``w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}``
+(the scores of the weighted log-likelihood).  Without a mask and weights the
+balanced code runs unchanged.
 """
 
 from __future__ import annotations
@@ -63,6 +79,13 @@ class GLSCovariance:
         The estimated ``Sigma = F F' + diag(D)``.
     Rt : ndarray, shape (K, N), optional
         Residuals at the estimate; needed only for the robust covariance.
+    mask : ndarray of bool, shape (N, K), optional
+        Observation mask, True where ``Y[i, j]`` is observed (the layout of
+        ``Y``).  Entries of ``X`` and ``Rt`` where it is False are ignored (they
+        may be NaN).  None: everything observed.
+    weights : ndarray, shape (N,), optional
+        Non-negative row weights ``w_i`` multiplying each row's log-likelihood
+        (use them as the fit did, e.g. rescaled to mean 1).  None: unit weights.
 
     Notes
     -----
@@ -72,12 +95,30 @@ class GLSCovariance:
     """
 
     def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance,
-                 Rt: np.ndarray | None = None) -> None:
+                 Rt: np.ndarray | None = None, *, mask: np.ndarray | None = None,
+                 weights: np.ndarray | None = None) -> None:
+        K, N, pmax = X.shape
+        obs = None
+        if mask is not None:
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != (N, K):
+                raise ValueError(f"mask must have shape (N, K) = ({N}, {K}), got {mask.shape}")
+            if not mask.all():
+                obs = np.ascontiguousarray(mask.T)                # (K, N)
+                X = np.where(obs[:, :, None], X, 0.0)
+                Rt = None if Rt is None else np.where(obs, Rt, 0.0)
+        if weights is not None:
+            w = np.asarray(weights, dtype=np.float64)
+            if w.shape != (N,) or not np.all(np.isfinite(w)) or np.any(w < 0):
+                raise ValueError(f"weights must be finite, non-negative and of shape ({N},)")
+            sw = np.sqrt(w)   # sqrt(w_i) on rows of X and r gives w_i in A and the scores
+            X = X * sw[None, :, None]
+            Rt = None if Rt is None else Rt * sw[None, :]
         self.X = X
         self.p = np.asarray(p)
         self.cov = cov
         self.Rt = Rt
-        K, N, pmax = X.shape
+        self.obs = obs
         self.K, self.N, self.pmax, self.k = K, N, pmax, cov.k
         if N * self.k > EXACT_CORE_LIMIT:
             raise MemoryError(
@@ -108,6 +149,39 @@ class GLSCovariance:
         """``sqrt(D_j) g_j`` (K, k)."""
         return np.sqrt(self.cov.D)[:, None] * self.cov.G
 
+    @cached_property
+    def _row_Linv(self) -> np.ndarray:
+        """``L_i^-1`` of the per-row cores ``C_i = I + F_O' Psi_O^-1 F_O`` (N, k, k)."""
+        F, D, k = self.cov.F, self.cov.D, self.k
+        FD = F / D[:, None]
+        outer = (FD[:, :, None] * F[:, None, :]).reshape(self.K, k * k)
+        C = (self.obs.T.astype(np.float64) @ outer).reshape(self.N, k, k)  # masked GEMM
+        C[:, np.arange(k), np.arange(k)] += 1.0
+        L = np.linalg.cholesky(C)
+        return np.linalg.solve(L, np.broadcast_to(np.eye(k), C.shape))
+
+    def _gs_rows(self, sl: slice) -> np.ndarray:
+        """``sqrt(D_j) G_i[j, :]`` for equations ``sl`` and every row: (N, c, k)."""
+        Fs = self.cov.F[sl] / np.sqrt(self.cov.D[sl])[:, None]
+        g = np.einsum("jm,nlm->njl", Fs, self._row_Linv)
+        return g * self.obs[sl].T[:, :, None]
+
+    def row_solve(self, U: np.ndarray) -> np.ndarray:
+        """``Sigma_{O_i}^-1 u_{i,O}`` for every row, zero where unobserved: U (K, N) -> (K, N).
+
+        With no mask this is ``Sigma^-1 U``.
+        """
+        if self.obs is None:
+            return self.cov.solve(U)
+        U = np.where(self.obs, U, 0.0)
+        if self.k == 0:
+            return U / self.cov.D[:, None]
+        FD = self.cov.F / self.cov.D[:, None]
+        Linv = self._row_Linv
+        z = np.einsum("nlm,nm->nl", Linv, U.T @ FD)
+        y = np.einsum("nlm,nl->nm", Linv, z)                      # C_i^-1 F' Psi^-1 u_i
+        return (U / self.cov.D[:, None] - FD @ y.T) * self.obs
+
     def _chunks(self):
         per_eq = max(self.k * self.N * self.pmax * 8, 1)
         c = max(1, CHUNK_BYTES // per_eq)
@@ -117,7 +191,10 @@ class GLSCovariance:
     def _V_chunk(self, sl: slice) -> np.ndarray:
         """Columns of ``V`` for equations ``sl``: (k*N, c*pmax)."""
         Q, _ = self._qr
-        Vc = np.einsum("jl,jna->lnja", self._gs[sl], Q[sl])
+        if self.obs is not None:
+            Vc = np.einsum("njl,jna->lnja", self._gs_rows(sl), Q[sl])
+        else:
+            Vc = np.einsum("jl,jna->lnja", self._gs[sl], Q[sl])
         return Vc.reshape(self.k * self.N, -1)
 
     @cached_property
@@ -148,6 +225,13 @@ class GLSCovariance:
         Q, _ = self._qr
         m = Y.shape[2]
         out = np.zeros((self.k, self.N * m))
+        if self.obs is not None:
+            out = out.reshape(self.k, self.N, m)
+            for sl in self._col_chunks(m * (self.k + 1)):
+                t = np.matmul(Q[sl], Y[sl])                   # (c, N, m)
+                g = self._gs_rows(sl).transpose(0, 2, 1)         # (N, k, c)
+                out += np.matmul(g, t.transpose(1, 0, 2)).transpose(1, 0, 2)
+            return out.reshape(self.k * self.N, m)
         gs = self._gs
         for sl in self._col_chunks(m):
             t = np.matmul(Q[sl], Y[sl])                       # (c, N, m)
@@ -160,6 +244,12 @@ class GLSCovariance:
         m = Wv.shape[1]
         Wr = Wv.reshape(self.k, self.N * m)
         out = np.empty((self.K, self.pmax, m))
+        if self.obs is not None:
+            Wr = Wr.reshape(self.k, self.N, m)
+            for sl in self._col_chunks(m * (self.k + 1)):
+                u = np.matmul(self._gs_rows(sl), Wr.transpose(1, 0, 2)).transpose(1, 0, 2)
+                out[sl] = np.matmul(Q[sl].transpose(0, 2, 1), u)
+            return out
         gs = self._gs
         for sl in self._col_chunks(m):
             u = (gs[sl] @ Wr).reshape(-1, self.N, m)           # (c, N, m)
@@ -186,7 +276,7 @@ class GLSCovariance:
     def matvec(self, V: np.ndarray) -> np.ndarray:
         """``A v`` for v (K, pmax) (for checks)."""
         U = np.einsum("knp,kp->kn", self.X, V)
-        return np.einsum("knp,kn->kp", self.X, self.cov.solve(U))
+        return np.einsum("knp,kn->kp", self.X, self.row_solve(U))
 
     # -- model-based covariance ----------------------------------------------
     @cached_property
@@ -206,10 +296,10 @@ class GLSCovariance:
     # -- robust (sandwich) -----------------------------------------------------
     @cached_property
     def scores(self) -> np.ndarray:
-        """Per-row scores ``g_i = X_i' Sigma^-1 r_i`` as (K, pmax, N)."""
+        """Per-row scores ``g_i = w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}`` as (K, pmax, N)."""
         if self.Rt is None:
             raise ValueError("residuals are required for the robust covariance")
-        W = self.cov.solve(self.Rt)                    # (K, N)
+        W = self.row_solve(self.Rt)                    # (K, N)
         return np.einsum("knp,kn->kpn", self.X, W)
 
     @cached_property

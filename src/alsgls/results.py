@@ -11,6 +11,7 @@ asked explicitly (``cov_params(full=True)``, ``sigma_matrix()``).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
@@ -18,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from .exceptions import MissingDataWarning
 from .fit_result import GLSFit
 from .hypothesis import TestResult, chi2_result, restriction_matrix
 from .inference import GLSCovariance
@@ -80,6 +82,13 @@ class SURResults:
     ``Sigma = F F' + diag(D)`` at the MLE (divisor N), or the sandwich
     ``A^-1 (sum_i g_i g_i') A^-1`` with ``g_i = X_i' Sigma^-1 r_i``;
     computed exactly without forming A (:mod:`alsgls.inference`).
+
+    With missing responses and row weights ``A`` is the observed-data
+    information ``sum_i w_i X_{i,O}' Sigma_{O_i}^-1 X_{i,O}`` and the scores are
+    ``g_i = w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}``; residuals and fitted values are
+    NaN where the response is missing, and per-equation statistics (R^2,
+    degrees of freedom ``n_j - p_j``) use each equation's observed rows
+    (weighted by ``w_i``).
     """
 
     def __init__(self, model: Any, fit: GLSFit, *, cov_type: str = "unadjusted",
@@ -111,19 +120,30 @@ class SURResults:
 
     @cached_property
     def _inference(self) -> GLSCovariance:
-        return GLSCovariance(self._data.X, self._data.p, self.fit_result.cov, self._Rt)
+        return GLSCovariance(self._data.X, self._data.p, self.fit_result.cov, self._Rt,
+                             mask=self.model.observed, weights=self.model.weights)
+
+    @cached_property
+    def _n(self) -> np.ndarray:
+        """Observed rows per equation ``n_j`` (K,)."""
+        return self.model.nobs_equation
 
     @cached_property
     def _scale(self) -> np.ndarray:
-        """Per-coefficient debiasing factor ``sqrt(N / (N - p_j))`` (P,)."""
-        N, p = self._data.N, self._data.p
+        """Per-coefficient debiasing factor ``sqrt(n_j / (n_j - p_j))`` (P,)."""
+        N, p = self._n, self._data.p
         s = np.sqrt(N / (N - p)) if self.debiased else np.ones(len(p))
         return s[self._eq]
 
     @property
     def nobs(self) -> int:
-        """Rows N (observations per equation)."""
+        """Rows N used (with at least one observed response)."""
         return self._data.N
+
+    @property
+    def nobs_equation(self) -> Any:
+        """Observed rows ``n_j`` per equation (K,); all ``N`` when nothing is missing."""
+        return _series(self._n.copy(), self.model.labels, "nobs")
 
     @property
     def rank(self) -> int:
@@ -136,13 +156,13 @@ class SURResults:
 
     @property
     def df_resid(self) -> int:
-        """``N K - P``."""
-        return self._data.N * self._data.K - self.df_model
+        """``sum_j n_j - P`` (``N K - P`` when nothing is missing)."""
+        return int(self._n.sum()) - self.df_model
 
     @property
     def df_resid_equation(self) -> Any:
-        """``N - p_j`` per equation: the t degrees of freedom when debiased."""
-        return _series(self._data.N - self._data.p, self.model.labels, "df_resid")
+        """``n_j - p_j`` per equation: the t degrees of freedom when debiased."""
+        return _series(self._n - self._data.p, self.model.labels, "df_resid")
 
     @property
     def n_covariance_params(self) -> int:
@@ -208,7 +228,7 @@ class SURResults:
 
     @cached_property
     def _df(self) -> np.ndarray | None:
-        return (self._data.N - self._data.p)[self._eq] if self.debiased else None
+        return (self._n - self._data.p)[self._eq] if self.debiased else None
 
     @cached_property
     def pvalues(self) -> Any:
@@ -292,33 +312,64 @@ class SURResults:
         return _frame(self._contrast_cov(R), names, names)
 
     # -- residuals, fit --------------------------------------------------------
+    def _nan_missing(self, Zt: np.ndarray) -> np.ndarray:
+        """(K, N) -> (N, K) with NaN where the response is missing."""
+        obs = self.model.observed
+        return Zt.T if obs is None else np.where(obs, Zt.T, np.nan)
+
     @property
     def resid(self) -> Any:
-        """Residuals (N, K)."""
-        return _frame(self._Rt.T, self.model.index, self.model.labels)
+        """Residuals (N, K) over the rows used; NaN where the response is missing."""
+        return _frame(self._nan_missing(self._Rt), self.model.row_index, self.model.labels)
 
     @property
     def fittedvalues(self) -> Any:
-        """Fitted values ``X_j beta_j`` (N, K)."""
-        return _frame(self._data.Yt.T - self._Rt.T, self.model.index, self.model.labels)
+        """Fitted values ``X_j beta_j`` (N, K) over the rows used; NaN where the
+        response is missing (use :meth:`predict` for those)."""
+        return _frame(self._nan_missing(self._data.Yt - self._Rt), self.model.row_index,
+                      self.model.labels)
+
+    @cached_property
+    def _row_w(self) -> np.ndarray | None:
+        """Weights of the entries ``w_i o_ij`` (K, N), or None when uniform."""
+        d, obs, w = self._data, self.model.observed, self.model.weights
+        if obs is None and w is None:
+            return None
+        Om = np.ones((d.K, d.N)) if obs is None else obs.T.astype(np.float64)
+        return Om if w is None else Om * w[None, :]
 
     @cached_property
     def _tss(self) -> np.ndarray:
         Yt = self._data.Yt
         const = np.array([e.has_constant for e in self.model.equations])
-        centred = Yt - np.where(const, Yt.mean(axis=1), 0.0)[:, None]
-        return np.einsum("kn,kn->k", centred, centred)
+        Wt = self._row_w
+        if Wt is None:
+            centred = Yt - np.where(const, Yt.mean(axis=1), 0.0)[:, None]
+            return np.einsum("kn,kn->k", centred, centred)
+        mean = np.einsum("kn,kn->k", Wt, Yt) / Wt.sum(axis=1)
+        centred = Yt - np.where(const, mean, 0.0)[:, None]
+        return np.einsum("kn,kn,kn->k", Wt, centred, centred)
+
+    @cached_property
+    def _ssr(self) -> np.ndarray:
+        Wt = self._row_w
+        if Wt is None:
+            return np.einsum("kn,kn->k", self._Rt, self._Rt)
+        return np.einsum("kn,kn,kn->k", Wt, self._Rt, self._Rt)
 
     @cached_property
     def rsquared(self) -> Any:
-        """Per-equation R^2 (centred when the equation has a constant column)."""
-        ssr = np.einsum("kn,kn->k", self._Rt, self._Rt)
-        return _series(1.0 - ssr / self._tss, self.model.labels, "rsquared")
+        """Per-equation R^2 (centred when the equation has a constant column), over
+        the equation's observed rows and weighted by the row weights."""
+        return _series(1.0 - self._ssr / self._tss, self.model.labels, "rsquared")
 
     @property
     def system_rsquared(self) -> float:
         """``1 - sum_j SSR_j / sum_j TSS_j``."""
-        ssr = float(np.einsum("kn,kn->", self._Rt, self._Rt))
+        if self._row_w is None:
+            ssr = float(np.einsum("kn,kn->", self._Rt, self._Rt))
+        else:
+            ssr = float(self._ssr.sum())
         return 1.0 - ssr / float(self._tss.sum())
 
     # -- covariance of the errors ------------------------------------------
@@ -349,16 +400,21 @@ class SURResults:
 
     @cached_property
     def factor_scores(self) -> Any:
-        """Posterior means of the factors ``E[z_i | r_i] = C^-1 F' D^-1 r_i`` (N, k)."""
+        """Posterior means of the factors ``E[z_i | r_i] = C^-1 F' D^-1 r_i`` (N, k);
+        with missing responses ``C_i^-1 F_O' Psi_O^-1 r_{i,O}`` from the observed ones."""
         cov = self.sigma
         if self.rank == 0:
             Z = np.zeros((self._data.N, 0))
+        elif self.model.observed is not None:
+            Linv = self._inference._row_Linv
+            b = self._Rt.T @ (cov.F / cov.D[:, None])               # Rt is 0 where missing
+            Z = np.einsum("nlm,nl->nm", Linv, np.einsum("nlm,nm->nl", Linv, b))
         else:
             from scipy.linalg import cho_solve
 
             rhs = (cov.F / cov.D[:, None]).T @ self._Rt
             Z = cho_solve((cov.chol, True), rhs).T
-        return _frame(Z, self.model.index, [f"factor_{i + 1}" for i in range(self.rank)])
+        return _frame(Z, self.model.row_index, [f"factor_{i + 1}" for i in range(self.rank)])
 
     # -- tests -------------------------------------------------------------
     def wald_test(self, restrictions: Any, value: Any = None) -> TestResult:
@@ -377,7 +433,7 @@ class SURResults:
         -------
         TestResult
             ``W = (R b - r)' (R V R')^-1 (R b - r)`` against chi2(q), or
-            ``W / q`` against F(q, N - max p_j) when debiased.
+            ``W / q`` against F(q, min_j (n_j - p_j)) when debiased.
 
         Raises
         ------
@@ -394,7 +450,7 @@ class SURResults:
         q = R.shape[0]
         null = "R beta = r" if not isinstance(restrictions, (str, list, tuple)) else str(restrictions)
         if self.debiased:
-            df2 = int(self._data.N - self._data.p.max())
+            df2 = int((self._n - self._data.p).min())
             return TestResult("Wald test (F)", W / q, float(stats.f.sf(W / q, q, df2)),
                               (q, df2), "F", null)
         return chi2_result("Wald test", W, q, null)
@@ -422,11 +478,17 @@ class SURResults:
         if against not in ("diagonal", "rank-1"):
             raise ValueError(f"against must be 'diagonal' or 'rank-1', got {against!r}")
         k0 = 0 if against == "diagonal" else k - 1
-        restricted = type(self.model)(
-            {e.label: (e.y, _named(e)) for e in self.model.equations}, rank=k0)
-        opts = {"tol": self.fit_result.tol, "method": self.fit_result.method}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingDataWarning)  # already reported
+            restricted = type(self.model)(
+                {e.label: (e.y, _named(e)) for e in self.model.equations}, rank=k0,
+                missing=self.model.missing, weights=self.model._weights_in)
+        method = self.fit_result.method
+        opts = {"tol": self.fit_result.tol, "method": method if method in ("als", "em") else "als"}
         opts.update(fit_options)
-        res0 = restricted.fit(**opts)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", MissingDataWarning)  # already reported
+            res0 = restricted.fit(**opts)
         K = self._data.K
         df = _n_cov(K, k) - _n_cov(K, k0)
         stat = max(2.0 * (self.llf - res0.llf), 0.0)
@@ -438,11 +500,19 @@ class SURResults:
 
         ``LM = N sum_{i<j} rho_ij^2`` against chi2(K(K-1)/2), with ``rho_ij``
         the correlations of equation-by-equation OLS residuals (divisor N).
-        Computed in row or column chunks; no K x K matrix is stored.
+        Computed in row or column chunks; no K x K matrix is stored.  Row
+        weights make the OLS and the correlations weighted.  With missing
+        responses each pair uses the rows where both are observed:
+        ``LM = sum_{i<j} n_ij rho_ij^2`` over the ``m`` pairs with ``n_ij > 0``,
+        against chi2(m).
         """
         Q, _ = self._inference._qr
         Yt = self._data.Yt
+        if self.model.weights is not None:
+            Yt = Yt * np.sqrt(self.model.weights)[None, :]
         E = Yt - np.einsum("kna,kma,km->kn", Q, Q, Yt, optimize=True)  # OLS residuals
+        if self.model.observed is not None:
+            return _pairwise_breusch_pagan(E, self.model.observed.T.astype(np.float64))
         Z = E / np.linalg.norm(E, axis=1, keepdims=True)              # (K, N), unit rows
         K, N = Z.shape
         total, step = 0.0, max(1, 2**22 // max(K, N))
@@ -518,10 +588,10 @@ class SURResults:
         mean = design_matvec(X, self._theta).T
         inf = self._inference
         blocks = inf.robust_diagonal_blocks if self.cov_type == "robust" else inf.diagonal_blocks
-        s = np.sqrt(d.N / (d.N - d.p)) if self.debiased else np.ones(d.K)
+        s = np.sqrt(self._n / (self._n - d.p)) if self.debiased else np.ones(d.K)
         var_mean = np.einsum("kna,kab,knb->nk", X, blocks, X) * s[None, :] ** 2
         var_obs = var_mean + self.sigma.diagonal[None, :]
-        df = (d.N - d.p) if self.debiased else None
+        df = (self._n - d.p) if self.debiased else None
         return PredictionResults(mean, np.sqrt(var_mean), np.sqrt(var_obs), index,
                                  self.model.labels, df)
 
@@ -537,6 +607,7 @@ class SURResults:
         """
         d = self._data
         header = [("Equations (K)", str(d.K)), ("Observations (N)", str(d.N)),
+                  *self._missing_header(),
                   ("Factor rank (k)", str(self.rank)), ("Coefficients (P)", str(self.df_model)),
                   ("Log-likelihood", f"{self.llf:.6g}"), ("AIC", f"{self.aic:.6g}"),
                   ("BIC", f"{self.bic:.6g}"), ("System R-squared", f"{self.system_rsquared:.4f}"),
@@ -554,7 +625,8 @@ class SURResults:
             rows = [(e.exog_names[i - idx[0]], b[i], se[i], t[i], pv[i], ci[i, 0], ci[i, 1])
                     for i in idx]
             tables.append(EquationTable(e.label, e.dependent, float(r2[j]), rows,
-                                        "t" if self.debiased else "z", 1 - alpha))
+                                        "t" if self.debiased else "z", 1 - alpha,
+                                        None if self.model.observed is None else int(self._n[j])))
         notes = [f"Sigma = F F' + diag(D) with rank {self.rank}; Sigma-hat uses divisor N."]
         if show < d.K:
             notes.append(f"{d.K - show} of {d.K} equations not shown; use "
@@ -563,9 +635,40 @@ class SURResults:
             notes.append("WARNING: the solver did not converge.")
         return Summary("System ML (SUR) estimation results", header, tables, notes)
 
+    def _missing_header(self) -> list:
+        out = []
+        if self.model.observed is not None:
+            n = self._n
+            out += [("Missing policy", self.model.missing),
+                    ("Observed responses", f"{int(n.sum())} of {self._data.N * self._data.K}"),
+                    ("Rows per equation", f"{int(n.min())}-{int(n.max())}")]
+        elif self.model.missing == "drop" and self.model.row_index is not None:
+            out.append(("Missing policy", "drop"))
+        if self.model.weights is not None:
+            out.append(("Weights", "per row, mean 1"))
+        return out
+
     def __repr__(self) -> str:
         return (f"SURResults(K={self._data.K}, N={self._data.N}, rank={self.rank}, "
                 f"llf={self.llf:.6g}, cov_type={self.cov_type!r})")
+
+
+def _pairwise_breusch_pagan(E: np.ndarray, O: np.ndarray) -> TestResult:
+    """Breusch-Pagan LM over pairwise-observed rows; E (K, N) zero where missing, O (K, N)."""
+    K, N = E.shape
+    E2 = E * E
+    total, pairs, step = 0.0, 0, max(1, 2**22 // max(K, 1))
+    for s in range(0, K, step):
+        sl = slice(s, min(s + step, K))
+        num = E[sl] @ E.T                        # sum over common rows of e_i e_j
+        den = (E2[sl] @ O.T) * (O[sl] @ E2.T)    # sum_{common} e_i^2 * sum_{common} e_j^2
+        n = O[sl] @ O.T
+        off = np.arange(sl.stop - sl.start)[:, None] + s != np.arange(K)[None, :]
+        ok = off & (n > 0) & (den > 0)
+        total += float(np.sum(n[ok] * num[ok] ** 2 / den[ok]))
+        pairs += int(ok.sum())
+    return chi2_result("Breusch-Pagan LM test (pairwise observed rows)", total / 2.0,
+                       pairs // 2, "Sigma is diagonal (no cross-equation correlation)")
 
 
 def _n_cov(K: int, k: int) -> int:

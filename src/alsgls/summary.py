@@ -16,7 +16,10 @@ _COLS = ("coef", "std err", "stat", "P>|stat|", "lower", "upper")
 
 @dataclass(frozen=True)
 class EquationTable:
-    """Coefficient table of one equation: rows ``(name, coef, se, stat, p, lo, hi)``."""
+    """Coefficient table of one equation: rows ``(name, coef, se, stat, p, lo, hi)``.
+
+    ``nobs`` (the equation's observed rows) is shown when given (unbalanced systems).
+    """
 
     label: str
     dependent: str
@@ -24,6 +27,11 @@ class EquationTable:
     rows: list
     stat_name: str = "z"
     ci_level: float = 0.95
+    nobs: int | None = None
+
+    @property
+    def nobs_text(self) -> str:
+        return "" if self.nobs is None else f"    N: {self.nobs}"
 
 
 @dataclass(frozen=True)
@@ -64,7 +72,7 @@ class Summary:
             lines.append(f"{a}  {b}".rstrip())
         for t in self.tables:
             lines += ["", f"Equation: {t.label}    Dependent: {t.dependent}    "
-                      f"R-squared: {t.rsquared:.4f}".center(width), "-" * width]
+                      f"R-squared: {t.rsquared:.4f}{t.nobs_text}".center(width), "-" * width]
             names = self._colnames(t)
             nw = max([len(r[0]) for r in t.rows] + [8])
             lines.append(f"{names[0]:<{nw}}" + "".join(f"{c:>11}" for c in names[1:]))
@@ -90,7 +98,8 @@ class Summary:
         out.append("</table>")
         for t in self.tables:
             out.append(f"<table class='simpletable'><caption>Equation: {e(t.label)} "
-                       f"(dependent: {e(t.dependent)}, R-squared {t.rsquared:.4f})</caption>")
+                       f"(dependent: {e(t.dependent)}, R-squared {t.rsquared:.4f}"
+                       f"{e(t.nobs_text.replace('    ', ', '))})</caption>")
             out.append("<tr>" + "".join(f"<th>{e(c)}</th>" for c in self._colnames(t)) + "</tr>")
             for r in t.rows:
                 out.append(f"<tr><th>{e(r[0])}</th>"

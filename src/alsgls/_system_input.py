@@ -1,0 +1,230 @@
+"""Input side of the SUR model: equations in, validated and aligned arrays out.
+
+``{label: (dependent, exog[, weights])}`` specs (arrays or pandas objects) are
+coerced here; pandas objects whose indexes differ are aligned on the union of
+their indexes, the gaps becoming missing responses (NaN).  The missing-data
+policy and the weights are applied by :class:`alsgls.system.SUR`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from ._missing_validation import _as_float_nan_ok
+
+__all__ = ["Equation", "build_equations"]
+
+
+@dataclass(frozen=True)
+class Equation:
+    """One validated equation.
+
+    Attributes
+    ----------
+    label : str
+    dependent : str
+        Name of the dependent variable.
+    exog_names : tuple of str
+        Names of the regressors (columns of ``X``).
+    y : ndarray, shape (N,)
+        NaN where the response is missing (after aligning all equations on
+        the union of their indexes).
+    X : ndarray, shape (N, p)
+        May be NaN in rows where ``y`` is missing.
+    """
+
+    label: str
+    dependent: str
+    exog_names: tuple
+    y: np.ndarray
+    X: np.ndarray
+
+    @property
+    def has_constant(self) -> bool:
+        """Whether some column of X is a non-zero constant (over its complete rows)."""
+        X = self.X[~np.isnan(self.X).any(axis=1)]
+        if X.shape[0] == 0:
+            return False
+        return bool(np.any(np.all(X == X[:1], axis=0) & (X[0] != 0)))
+
+
+def _check_numeric_frame(obj: Any, where: str) -> None:
+    """Raise TypeError naming the first non-numeric column of a pandas object."""
+    dtypes = getattr(obj, "dtypes", None)
+    if dtypes is None or not hasattr(obj, "to_numpy"):
+        return
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    items = list(dtypes.items()) if hasattr(dtypes, "items") else [(getattr(obj, "name", None), dtypes)]
+    for col, dt in items:
+        if not (is_numeric_dtype(dt) or is_bool_dtype(dt)):
+            raise TypeError(
+                f"{where} column {col!r} is not numeric (dtype {dt}); encode it "
+                "(e.g. pandas.get_dummies or a formula) before passing it"
+            )
+
+
+def _as_dependent(obj: Any, label: str) -> tuple[np.ndarray, str, Any]:
+    _check_numeric_frame(obj, f"equation {label!r}: dependent")
+    name = getattr(obj, "name", None)
+    if hasattr(obj, "columns"):
+        if obj.shape[1] != 1:
+            raise ValueError(
+                f"equation {label!r}: dependent must have one column, got {obj.shape[1]}"
+            )
+        name = obj.columns[0]
+    index = getattr(obj, "index", None)
+    arr = np.asarray(obj.to_numpy() if hasattr(obj, "to_numpy") else obj)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    y = _as_float_nan_ok(arr, f"equation {label!r}: dependent", 1)
+    return y, str(name) if name is not None else label, index
+
+
+def _as_weights(obj: Any, label: str) -> tuple[np.ndarray, Any]:
+    index = getattr(obj, "index", None)
+    arr = np.asarray(obj.to_numpy() if hasattr(obj, "to_numpy") else obj)
+    if arr.ndim == 2 and arr.shape[1] == 1:
+        arr = arr[:, 0]
+    return _as_float_nan_ok(arr, f"equation {label!r}: weights", 1), index
+
+
+def _as_exog(obj: Any, label: str, N: int | None) -> tuple[np.ndarray, tuple, Any]:
+    _check_numeric_frame(obj, f"equation {label!r}: exog")
+    names = None
+    if hasattr(obj, "columns"):
+        names = tuple(str(c) for c in obj.columns)
+    elif getattr(obj, "name", None) is not None and getattr(obj, "ndim", 0) == 1:
+        names = (str(obj.name),)
+    index = getattr(obj, "index", None)
+    arr = np.asarray(obj.to_numpy() if hasattr(obj, "to_numpy") else obj)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    X = _as_float_nan_ok(arr, f"equation {label!r}: exog", 2)
+    if names is None:
+        names = tuple(f"x{i}" for i in range(X.shape[1]))
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"equation {label!r}: exog has duplicate column names {dup}")
+    if N is not None and X.shape[0] != N:
+        raise ValueError(
+            f"equation {label!r}: exog has {X.shape[0]} rows but its dependent has {N}"
+        )
+    return X, names, index
+
+
+def _unpack(spec: Any, label: str) -> tuple[Any, Any, Any]:
+    if isinstance(spec, Mapping):
+        missing = {"dependent", "exog"} - set(spec)
+        if missing:
+            raise ValueError(f"equation {label!r}: mapping lacks keys {sorted(missing)}")
+        return spec["dependent"], spec["exog"], spec.get("weights")
+    if isinstance(spec, (tuple, list)) and len(spec) in (2, 3):
+        return spec[0], spec[1], (spec[2] if len(spec) == 3 else None)
+    raise TypeError(
+        f"equation {label!r} must be a (dependent, exog) pair, a (dependent, exog, "
+        "weights) triple or a mapping with keys 'dependent', 'exog' (and optionally "
+        f"'weights'), got {type(spec).__name__}"
+    )
+
+
+def _union_index(raw: list) -> Any:
+    """The union of the equations' pandas indexes, or None when they all agree.
+
+    ``raw`` holds ``(label, [(array, index or None), ...])`` per equation.
+    """
+    idxs = [(lab, ix) for lab, parts in raw for _, ix in parts if ix is not None]
+    if not idxs or all(idxs[0][1].equals(ix) for _, ix in idxs[1:]):
+        return None
+    for lab, parts in raw:
+        if any(ix is None for _, ix in parts):
+            raise ValueError(
+                f"equation {lab!r}: the equations' indexes differ, so they are aligned on "
+                "the union of their indexes, but this equation has data without an index; "
+                "pass pandas Series/DataFrames for every equation or align the data first"
+            )
+    for lab, ix in idxs:
+        if not ix.is_unique:
+            raise ValueError(f"equation {lab!r}: its index has duplicate entries; "
+                             "cannot align the equations on the union of their indexes")
+    union = idxs[0][1]
+    for _, ix in idxs[1:]:
+        union = union.union(ix)
+    return union
+
+
+def _reindex(arr: np.ndarray, ix: Any, union: Any) -> np.ndarray:
+    """Place the rows of ``arr`` (labelled ``ix``) on ``union``; NaN elsewhere."""
+    out = np.full((len(union),) + arr.shape[1:], np.nan)
+    out[union.get_indexer(ix)] = arr
+    return out
+
+
+def build_equations(equations: Any) -> tuple[list[Equation], Any, np.ndarray | None]:
+    """Validate the equations; align them on the union of their indexes when these differ.
+
+    Returns the equations, the common index (or None) and the per-equation
+    weights given in the specs as an (N, K) array (NaN where not given), or None.
+    """
+    if isinstance(equations, Mapping):
+        items = list(equations.items())
+    elif isinstance(equations, Sequence) and not isinstance(equations, (str, bytes)):
+        items = list(equations)
+        if not all(isinstance(it, tuple) and len(it) == 2 for it in items):
+            raise TypeError("equations must be a mapping {label: (dependent, exog)} "
+                            "or a list of (label, (dependent, exog)) pairs")
+    else:
+        raise TypeError(
+            "equations must be a mapping {label: (dependent, exog)}, got "
+            f"{type(equations).__name__}"
+        )
+    if not items:
+        raise ValueError("equations is empty; a system needs at least one equation")
+    labels = [str(lab) for lab, _ in items]
+    if len(set(labels)) != len(labels):
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        raise ValueError(f"duplicate equation labels {dup}; labels must be unique")
+    raw = []
+    for lab, (_, spec) in zip(labels, items):
+        dep, exog, wts = _unpack(spec, lab)
+        y, dname, yidx = _as_dependent(dep, lab)
+        X, names, xidx = _as_exog(exog, lab, None)
+        parts = [(y, yidx), (X, xidx)]
+        if wts is not None:
+            parts.append(_as_weights(wts, lab))
+        raw.append((lab, parts, dname, names))
+    union = _union_index([(lab, parts) for lab, parts, _, _ in raw])
+    eqs, index, first, W = [], union, None, []
+    for lab, parts, dname, names in raw:
+        if union is not None:
+            parts = [(_reindex(a, ix, union), union) for a, ix in parts]
+        (y, yidx), (X, xidx) = parts[:2]
+        if X.shape[0] != y.shape[0]:
+            raise ValueError(
+                f"equation {lab!r}: exog has {X.shape[0]} rows but its dependent has {y.shape[0]}"
+            )
+        if len(parts) == 3 and parts[2][0].shape[0] != y.shape[0]:
+            raise ValueError(f"equation {lab!r}: weights has {parts[2][0].shape[0]} rows "
+                             f"but its dependent has {y.shape[0]}")
+        for idx in (yidx, xidx):
+            if idx is not None and index is None:
+                index = idx
+            elif idx is not None and not index.equals(idx):  # pragma: no cover - aligned above
+                raise ValueError(f"equation {lab!r}: its index differs from the others'")
+        if first is None:
+            first = (lab, y.shape[0])
+        elif y.shape[0] != first[1]:
+            raise ValueError(
+                f"equation {lab!r} has {y.shape[0]} observations but equation "
+                f"{first[0]!r} has {first[1]}; all equations must share the same rows "
+                "(or be pandas objects, which are aligned on the union of their indexes)"
+            )
+        W.append(parts[2][0] if len(parts) == 3 else None)
+        eqs.append(Equation(lab, dname, names, y, X))
+    spec_w = None
+    if any(w is not None for w in W):
+        spec_w = np.column_stack([np.ones(first[1]) if w is None else w for w in W])
+    return eqs, index, spec_w
