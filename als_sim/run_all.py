@@ -1,0 +1,42 @@
+"""Run every als_sim experiment end to end: tables to stdout, PNGs to als_sim/figures/.
+
+Usage::
+
+    python als_sim/run_all.py            # full grids (about 10-20 minutes on 2 cores)
+    python als_sim/run_all.py --quick    # tiny grids, a smoke test (seconds)
+    python als_sim/run_all.py --out /tmp/figs --only convergence interval_coverage
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+
+EXPERIMENTS = ["als_vs_em", "convergence", "scaling", "interval_coverage"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", type=Path, default=HERE / "figures")
+    ap.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=EXPERIMENTS)
+    a = ap.parse_args(argv)
+    opts = ["--out", str(a.out)] + (["--quick"] if a.quick else [])
+    start = time.perf_counter()
+    for name in a.only:
+        t = time.perf_counter()
+        print(f"\n=== {name} ===", flush=True)
+        importlib.import_module(name).main(opts)
+        print(f"[{name}: {time.perf_counter() - t:.1f} s]", flush=True)
+    print(f"\nall done in {time.perf_counter() - start:.1f} s; figures in {a.out}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
