@@ -27,6 +27,7 @@ from .missing import (
 from .ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
 from .hypothesis import TestResult
 from .inference import GLSCovariance
+from .rank import RankSelection, select_rank
 from .results import PredictionResults, SURResults
 from .sim import SimTruth, simulate_gls, simulate_sur
 from .system import SUR
@@ -42,6 +43,8 @@ __all__ = [
     "GLSCovariance",
     "als_gls",
     "em_gls",
+    "select_rank",
+    "RankSelection",
     "GLSFit",
     "LowRankCovariance",
     "BlockDesignOperator",
@@ -62,3 +65,13 @@ __all__ = [
     "impute",
     "observed_nll_per_row",
 ]
+
+
+def __getattr__(name: str):
+    """Import the scikit-learn estimator lazily: ``import alsgls`` never imports
+    scikit-learn; ``alsgls.ALSGLS`` does (and says how to install it if missing)."""
+    if name == "ALSGLS":
+        from .estimator import ALSGLS
+
+        return ALSGLS
+    raise AttributeError(f"module 'alsgls' has no attribute {name!r}")

@@ -1,0 +1,509 @@
+"""A scikit-learn regressor for multi-output regression with factor-structured errors.
+
+``ALSGLS`` fits ``Y = X B + E``, rows of ``E`` i.i.d. ``N(0, F F' + diag(D))``,
+by exact maximum likelihood (:func:`alsgls.als_gls`), choosing the number of
+factors automatically (:func:`alsgls.select_rank`).  Besides the usual
+``predict(X)`` it offers the *conditional* prediction of unobserved outputs
+given the observed outputs of the same row.
+
+scikit-learn is an optional dependency.  This module imports it at the top, so
+``import alsgls.estimator`` fails with a clear message when it is missing; the
+package's ``__init__`` exposes ``ALSGLS`` through a module-level
+``__getattr__`` so that ``import alsgls`` never imports scikit-learn.  The
+class itself is an ordinary module-level class (picklable, ``clone``-able).
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from typing import Any
+
+import numpy as np
+
+try:
+    from sklearn.base import BaseEstimator, RegressorMixin
+    from sklearn.utils.validation import check_is_fitted
+except ImportError as exc:  # pragma: no cover - exercised only without sklearn
+    raise ImportError(
+        "alsgls.ALSGLS needs scikit-learn (>= 1.3), which is not installed. "
+        "Install it with `pip install 'alsgls[sklearn]'`, or use the functional "
+        "API (alsgls.als_gls, alsgls.select_rank), which does not need it."
+    ) from exc
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    def _validate_data(est, *args, **kwargs):
+        return est._validate_data(*args, **kwargs)
+
+from ._validation import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix
+from .als import als_gls
+from .ops import LOG_2PI, LowRankCovariance
+from .rank import RANK_METHODS, RankSelection, max_identifiable_rank, select_rank
+
+__all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
+
+#: Noise-variance floor, relative to ``mean(Y_j**2)``, for an output that the
+#: regressors fit exactly (rank-0 fits only; such outputs have no error term).
+EXACT_FIT_FLOOR = 1e-12
+
+
+class ExactFitWarning(UserWarning):
+    """An output has zero residual variance: its regressors fit it exactly."""
+
+
+class LowRankPrecision:
+    """The precision ``Sigma^-1 = diag(D)^-1 - G G'`` held in O(K k) memory.
+
+    Parameters
+    ----------
+    cov : LowRankCovariance
+        The covariance it inverts.
+
+    Attributes
+    ----------
+    D_inv : ndarray, shape (K,)
+        ``1 / D``.
+    G : ndarray, shape (K, k)
+        Woodbury factor, ``G = D^-1 F L^-T`` with ``L L' = I + F' D^-1 F``.
+    """
+
+    def __init__(self, cov: LowRankCovariance) -> None:
+        self.cov = cov
+        self.D_inv = 1.0 / cov.D
+        self.G = cov.G
+
+    @property
+    def K(self) -> int:
+        return self.cov.K
+
+    @property
+    def logdet(self) -> float:
+        """``log|Sigma^-1| = -log|Sigma|``."""
+        return -self.cov.logdet
+
+    @property
+    def diagonal(self) -> np.ndarray:
+        """Diagonal of ``Sigma^-1`` (K,)."""
+        return self.cov.inverse_diagonal
+
+    def matvec(self, V: np.ndarray) -> np.ndarray:
+        """``Sigma^-1 V`` for ``V`` (K,) or (K, m), in O(K k m)."""
+        return self.cov.solve(V)
+
+    def solve(self, V: np.ndarray) -> np.ndarray:
+        """``Sigma V`` (the inverse of the precision applied to ``V``)."""
+        return self.cov.matvec(V)
+
+    def to_dense(self) -> np.ndarray:
+        """Dense ``Sigma^-1`` (K, K).  For small K only."""
+        return self.cov.inverse_to_dense()
+
+    def __repr__(self) -> str:
+        return f"LowRankPrecision(K={self.cov.K}, k={self.cov.k})"
+
+
+def _is_system(X: Any) -> bool:
+    """True for the SUR form: a list/tuple of 2-D designs or a 3-D array."""
+    if isinstance(X, np.ndarray):
+        return X.ndim == 3
+    return (isinstance(X, (list, tuple)) and len(X) > 0
+            and all(np.ndim(x) == 2 for x in X))
+
+
+def _check_well_posed(Xd: np.ndarray) -> None:
+    """Reject a shared design with fewer rows than columns or collinear columns."""
+    N, p = Xd.shape
+    if N <= p:
+        raise ValueError(
+            f"n_samples={N} is too few for {p} regression coefficients per output "
+            f"(including the intercept): need n_samples > {p}"
+        )
+    scale = np.linalg.norm(Xd, axis=0)
+    if np.any(scale == 0):
+        raise ValueError(f"X column {int(np.flatnonzero(scale == 0)[0])} is identically zero")
+    sv = np.linalg.svd(Xd / scale, compute_uv=False)
+    if sv[-1] <= sv[0] / COLLINEARITY_COND:
+        raise ValueError(
+            f"X is rank deficient (scaled condition number {sv[0] / max(sv[-1], 1e-300):.3g}"
+            "): drop collinear columns (with fit_intercept=True, also any constant column)"
+        )
+
+
+class ALSGLS(RegressorMixin, BaseEstimator):
+    """Multi-output linear regression with a low-rank-plus-diagonal error covariance.
+
+    Fits ``Y[:, j] = X_j b_j + intercept_j + e_j`` with rows of ``E``
+    i.i.d. ``N(0, F F' + diag(D))`` by exact maximum likelihood (SUR / feasible
+    GLS).  ``F`` (K x k) carries what the outputs share; ``rank`` picks ``k``.
+
+    Parameters
+    ----------
+    rank : int or {"auto", "onatski", "bic", "aic", "cv"}, default "auto"
+        Number of latent factors ``k``, or the method that chooses it (see
+        :func:`alsgls.select_rank`).  An integer must not exceed the largest
+        identifiable rank (Ledermann bound ``(K - k)^2 >= K + k`` and
+        ``N > k + p``).
+    fit_intercept : bool, default True
+        Add an intercept to every output (do not include a constant column).
+    max_rank : int, optional
+        Largest rank a selection method considers (default ``min(12, max)``).
+    n_folds : int, default 5
+        Folds for ``rank="cv"``.
+    tol : float, default 1e-10
+        Relative NLL tolerance of the final fit (:func:`alsgls.als_gls`).
+    max_sweeps : int, default 200
+        Sweep limit of the final fit.
+    random_state : int, default 0
+        Seed of the eigen-solvers and of the CV split.
+
+    Attributes
+    ----------
+    coef_ : ndarray, shape (K, p)
+        Coefficients (2-D ``X`` only), as in ``LinearRegression``.
+    coef_list_ : list of K ndarray, each (p_j,)
+        Coefficients of each equation (both forms), intercept excluded.
+    intercept_ : ndarray, shape (K,), or 0.0
+        Intercepts (0.0 when ``fit_intercept=False``).
+    loadings_ : ndarray, shape (K, k)
+        Factor loadings ``F`` (Lawley rotation; only ``F F'`` is identified).
+    noise_variance_ : ndarray, shape (K,)
+        Idiosyncratic variances ``D``.
+    rank_ : int
+        Number of factors used.
+    rank_selection_ : RankSelection or None
+        The selection record when ``rank`` is a method.
+    n_iter_ : int
+        ALS sweeps of the final fit.
+    nll_history_ : ndarray
+        NLL per row after each sweep (never increases).
+    converged_ : bool
+        Whether the final fit met ``tol``.
+    n_outputs_ : int
+        K.
+    n_features_in_ : int
+        Number of columns of a 2-D ``X``.
+
+    Notes
+    -----
+    With a 2-D ``X`` every output has the same regressors and GLS equals OLS
+    (Zellner): the coefficients are those of ``LinearRegression``, and the
+    factor model adds the covariance, the likelihood and conditional
+    prediction.  With a list of per-equation designs (SUR form) the GLS
+    coefficients differ from OLS and are more efficient.
+
+    ``Y`` must be 2-D ``(N, K)``.  A 1-D ``Y`` is refused: the model is about
+    the covariance between outputs.  ``Y.reshape(-1, 1)`` fits a single output
+    (``k = 0``, plain least squares).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alsgls import simulate_gls
+    >>> from alsgls.estimator import ALSGLS
+    >>> Xs, Y, _ = simulate_gls(N=300, K=30, p=3, k=2, seed=0)
+    >>> est = ALSGLS().fit(Xs[0], Y)
+    >>> est.rank_, est.coef_.shape
+    (2, (30, 3))
+    """
+
+    def __init__(
+        self,
+        *,
+        rank: int | str = "auto",
+        fit_intercept: bool = True,
+        max_rank: int | None = None,
+        n_folds: int = 5,
+        tol: float = 1e-10,
+        max_sweeps: int = 200,
+        random_state: int = 0,
+    ) -> None:
+        self.rank = rank
+        self.fit_intercept = fit_intercept
+        self.max_rank = max_rank
+        self.n_folds = n_folds
+        self.tol = tol
+        self.max_sweeps = max_sweeps
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ tags
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = False
+        tags.target_tags.required = True
+        return tags
+
+    def _more_tags(self) -> dict:  # scikit-learn < 1.6
+        return {"multioutput": True, "multioutput_only": True, "requires_y": True}
+
+    # ------------------------------------------------------------------- fit
+    def fit(self, X: Any, Y: Any) -> "ALSGLS":
+        """Fit by exact maximum likelihood, choosing the rank if asked.
+
+        Parameters
+        ----------
+        X : array_like (N, p), or list of K array_like (N, p_j), or ndarray (K, N, p)
+            A design shared by all outputs, or one design per output (SUR form).
+        Y : array_like, shape (N, K)
+            Outputs; must be 2-D (see Notes of the class).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        if _is_system(X):
+            Xs, Y = self._prepare_system(X, Y)
+        else:
+            Xs, Y = self._prepare_shared(X, Y)
+        N, K = Y.shape
+        pmax = max(x.shape[1] for x in Xs)
+        k, selection = self._resolve_rank(Xs, Y, N, K, pmax)
+        if k == 0:
+            B, D, nll = self._rank0(Xs, Y)
+            F = np.zeros((K, 0))
+            trace, n_iter, converged = np.array([nll]), 0, True
+        else:
+            fit = als_gls(Xs, Y, k, tol=self.tol, max_sweeps=self.max_sweeps,
+                          random_state=self.random_state)
+            B, F, D = [b[:, 0] for b in fit.B], fit.F, fit.D
+            trace, n_iter, converged = fit.nll_trace, fit.n_iter, fit.converged
+        self._store(B, F, D, k, selection, trace, n_iter, converged)
+        return self
+
+    def _check_params(self) -> None:
+        r = self.rank
+        ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
+        if not ok_int and not (isinstance(r, str) and r in RANK_METHODS):
+            raise ValueError(
+                f"rank must be a non-negative integer or one of {RANK_METHODS}, got {r!r}"
+            )
+
+    def _prepare_shared(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
+        X, Y = _validate_data(self, X, Y, multi_output=True, y_numeric=True,
+                              dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64)
+        if Y.ndim == 1:
+            raise ValueError(
+                "Y is 1-D (a single output). ALSGLS models the covariance between "
+                "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
+                "least squares (rank 0), or use sklearn.linear_model.LinearRegression"
+            )
+        Xd = self._with_intercept(X)
+        _check_well_posed(Xd)
+        self._shared = True
+        return [Xd] * Y.shape[1], Y
+
+    def _prepare_system(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
+        if Y is None:
+            raise ValueError("ALSGLS requires Y to be passed, but the target Y is None")
+        if np.ndim(Y) == 1:
+            raise ValueError("Y must be 2-D (N, K), one column per equation; got a 1-D array")
+        Ya = as_float_matrix(Y, "Y")
+        Xs = [as_float_matrix(x, f"X[{j}]") for j, x in enumerate(X)]
+        if len(Xs) != Ya.shape[1]:
+            raise ValueError(f"X has {len(Xs)} equations but Y has K={Ya.shape[1]} columns")
+        for j, x in enumerate(Xs):
+            if x.shape[0] != Ya.shape[0]:
+                raise ValueError(f"X[{j}] has {x.shape[0]} rows but Y has {Ya.shape[0]}")
+        self._shared = False
+        if hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        return [self._with_intercept(x) for x in Xs], Ya
+
+    def _with_intercept(self, X: np.ndarray) -> np.ndarray:
+        if not self.fit_intercept:
+            return X
+        return np.hstack([np.ones((X.shape[0], 1)), X])
+
+    def _resolve_rank(self, Xs: list, Y: np.ndarray, N: int, K: int,
+                      pmax: int) -> tuple[int, RankSelection | None]:
+        kmax = max_identifiable_rank(K, N, pmax)
+        if not isinstance(self.rank, str):
+            if self.rank > kmax:
+                raise ValueError(
+                    f"rank={self.rank} exceeds the largest identifiable rank {kmax} for "
+                    f"K={K} outputs, N={N} rows and {pmax} coefficients per output "
+                    "(need (K-k)^2 >= K+k and N > k + p)"
+                )
+            return int(self.rank), None
+        if kmax == 0 or self._exact_outputs(Xs, Y).size:
+            return 0, None
+        max_rank = self.max_rank if self.max_rank is None else min(self.max_rank, kmax)
+        sel = select_rank(Xs, Y, method=self.rank, max_rank=max_rank,
+                          n_folds=self.n_folds, random_state=self.random_state)
+        return sel.rank, sel
+
+    def _ols(self, Xs: list, Y: np.ndarray) -> list:
+        if self._shared:
+            coef = np.linalg.lstsq(Xs[0], Y, rcond=None)[0]
+            return [coef[:, j] for j in range(Y.shape[1])]
+        return [np.linalg.lstsq(x, Y[:, j], rcond=None)[0] for j, x in enumerate(Xs)]
+
+    def _exact_outputs(self, Xs: list, Y: np.ndarray) -> np.ndarray:
+        R = Y - np.column_stack([x @ b for x, b in zip(Xs, self._ols(Xs, Y))])
+        s, ref = np.mean(R * R, axis=0), np.mean(Y * Y, axis=0)
+        exact = np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
+        if exact.size:
+            warnings.warn(
+                f"{exact.size} output(s) are fitted exactly by their regressors (zero "
+                f"residual variance), e.g. output {int(exact[0])}; using rank 0",
+                ExactFitWarning, stacklevel=4)
+        return exact
+
+    def _rank0(self, Xs: list, Y: np.ndarray) -> tuple[list, np.ndarray, float]:
+        """k = 0: Sigma diagonal, so GLS = equation-by-equation OLS exactly."""
+        B = self._ols(Xs, Y)
+        R = Y - np.column_stack([x @ b for x, b in zip(Xs, B)])
+        s = np.mean(R * R, axis=0)
+        floor = EXACT_FIT_FLOOR * np.maximum(np.mean(Y * Y, axis=0), 1.0)
+        D = np.maximum(s, floor)
+        nll = 0.5 * (Y.shape[1] * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D))
+        return B, D, float(nll)
+
+    def _store(self, B, F, D, k, selection, trace, n_iter, converged) -> None:
+        K = len(B)
+        if self.fit_intercept:
+            self.intercept_ = np.array([b[0] for b in B])
+            B = [b[1:] for b in B]
+        else:
+            self.intercept_ = 0.0
+        self.coef_list_ = [np.asarray(b, dtype=np.float64) for b in B]
+        if self._shared:
+            self.coef_ = np.vstack(self.coef_list_) if K else np.zeros((0, 0))
+        elif hasattr(self, "coef_"):
+            del self.coef_
+        self.loadings_ = np.asarray(F)
+        self.noise_variance_ = np.asarray(D)
+        self.rank_ = int(k)
+        self.rank_selection_ = selection
+        self.nll_history_ = np.asarray(trace)
+        self.n_iter_ = int(n_iter)
+        self.converged_ = bool(converged)
+        self.n_outputs_ = K
+
+    # --------------------------------------------------------------- predict
+    def _mean(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        if self._shared:
+            if _is_system(X):
+                raise ValueError("the model was fitted on a 2-D X; predict with a 2-D X")
+            X = _validate_data(self, X, reset=False, dtype=np.float64)
+            return X @ self.coef_.T + self.intercept_
+        if not _is_system(X):
+            raise ValueError(
+                "the model was fitted on a list of per-equation designs; predict with "
+                f"a list of {self.n_outputs_} designs"
+            )
+        if len(X) != self.n_outputs_:
+            raise ValueError(f"X has {len(X)} equations but the model has K={self.n_outputs_}")
+        cols = []
+        for j, (x, b) in enumerate(zip(X, self.coef_list_)):
+            x = as_float_matrix(x, f"X[{j}]")
+            if x.shape[1] != b.shape[0]:
+                raise ValueError(f"X[{j}] has {x.shape[1]} columns but the model has {b.shape[0]}")
+            cols.append(x @ b)
+        if len({c.shape[0] for c in cols}) > 1:
+            raise ValueError("the designs in X have different numbers of rows")
+        return np.column_stack(cols) + self.intercept_
+
+    def predict(self, X: Any, Y_partial: Any = None) -> np.ndarray:
+        """Predict all outputs, optionally conditioning on observed ones.
+
+        Parameters
+        ----------
+        X : array_like (N, p), or list of K array_like (N, p_j)
+            Designs, in the form used in ``fit``.
+        Y_partial : array_like, shape (N, K), optional
+            Observed outputs of the same rows with NaN where unknown.  When
+            given, the unknown outputs are predicted by the Gaussian
+            conditional mean given the known ones.
+
+        Returns
+        -------
+        ndarray, shape (N, K)
+            ``X B`` (+ intercept); with ``Y_partial``, observed entries are
+            returned unchanged and the others are conditional means.
+
+        Notes
+        -----
+        For a row with observed set ``O``, residual ``r_O = y_O - mu_O``::
+
+            E[y_U | y_O] = mu_U + F_U m,   m = C_O^-1 F_O' D_O^-1 r_O,
+            C_O = I + F_O' D_O^-1 F_O
+
+        (``m`` is the posterior mean of the latent factors).  Cost: O(K k) per
+        row plus O(K k^2 + k^3) per distinct missingness pattern; no K x K
+        matrix is formed.
+        """
+        mean = self._mean(X)
+        if Y_partial is None:
+            return mean
+        return self._conditional(mean, Y_partial)
+
+    def _conditional(self, mean: np.ndarray, Y_partial: Any) -> np.ndarray:
+        Yp = np.asarray(Y_partial.to_numpy() if hasattr(Y_partial, "to_numpy") else Y_partial,
+                        dtype=np.float64)
+        if Yp.ndim != 2 or Yp.shape != mean.shape:
+            raise ValueError(
+                f"Y_partial must have shape (n_samples, n_outputs) = {mean.shape}, "
+                f"got {Yp.shape}; use NaN for the outputs that are not observed"
+            )
+        if np.any(np.isinf(Yp)):
+            raise ValueError("Y_partial contains inf; use NaN for unobserved outputs")
+        obs = ~np.isnan(Yp)
+        F, D = self.loadings_, self.noise_variance_
+        k = F.shape[1]
+        if k == 0:
+            return np.where(obs, Yp, mean)
+        Fs = F / D[:, None]
+        b = np.where(obs, Yp - mean, 0.0) @ Fs                    # F_O' D_O^-1 r_O
+        patterns, inv = np.unique(obs, axis=0, return_inverse=True)
+        inv = np.ravel(inv)
+        outer = (F[:, :, None] * Fs[:, None, :]).reshape(len(D), k * k)
+        C = (patterns.astype(np.float64) @ outer).reshape(-1, k, k) + np.eye(k)
+        m = np.empty_like(b)
+        for g in range(len(patterns)):                          # one Cholesky per pattern
+            rows = np.flatnonzero(inv == g)
+            L = np.linalg.cholesky(C[g])
+            m[rows] = np.linalg.solve(L.T, np.linalg.solve(L, b[rows].T)).T
+        return np.where(obs, Yp, mean + m @ F.T)
+
+    # ------------------------------------------------------- likelihood etc.
+    def log_likelihood_samples(self, X: Any, Y: Any) -> np.ndarray:
+        """Gaussian log-density of each row of ``Y`` given ``X`` (N,).
+
+        ``-1/2 [K log 2 pi + log|Sigma| + r_i' Sigma^-1 r_i]``, O(K k) per row.
+        """
+        mean = self._mean(X)
+        Ya = as_float_matrix(Y, "Y")
+        if Ya.shape != mean.shape:
+            raise ValueError(f"Y must have shape {mean.shape}, got {Ya.shape}")
+        cov = self.get_covariance()
+        R = Ya - mean
+        Z = R @ cov.G
+        quad = np.einsum("nk,nk,k->n", R, R, 1.0 / cov.D) - np.einsum("nk,nk->n", Z, Z)
+        return -0.5 * (cov.K * LOG_2PI + cov.logdet + quad)
+
+    def log_likelihood(self, X: Any, Y: Any) -> float:
+        """Total Gaussian log-likelihood of ``Y`` given ``X`` (sum over rows).
+
+        ``score`` is R^2, as scikit-learn expects of a regressor; use this for
+        likelihood-based model comparison.
+        """
+        return float(np.sum(self.log_likelihood_samples(X, Y)))
+
+    def get_covariance(self, dense: bool = False) -> LowRankCovariance | np.ndarray:
+        """Error covariance ``F F' + diag(D)``: a ``LowRankCovariance`` (O(K k)
+        memory), or a dense (K, K) array when ``dense=True``."""
+        check_is_fitted(self)
+        cov = LowRankCovariance(self.loadings_, self.noise_variance_)
+        return cov.to_dense() if dense else cov
+
+    def get_precision(self, dense: bool = False) -> LowRankPrecision | np.ndarray:
+        """Error precision ``Sigma^-1 = diag(D)^-1 - G G'``: a
+        ``LowRankPrecision``, or a dense (K, K) array when ``dense=True``."""
+        prec = LowRankPrecision(self.get_covariance())
+        return prec.to_dense() if dense else prec
