@@ -50,7 +50,12 @@ class TestResult:
 
     def __str__(self) -> str:
         return (f"{self.name}\nH0: {self.null}\nStatistic: {self.stat:.6g}\n"
-                f"P-value: {self.pvalue:.4g}\nDistribution: {self.distribution}{self.df if isinstance(self.df, tuple) else (self.df,)}")
+                f"P-value: {self.pvalue:.4g}\nDistribution: {self.distribution}({self._df_text})")
+
+    @property
+    def _df_text(self) -> str:
+        df = self.df if isinstance(self.df, tuple) else (self.df,)
+        return ", ".join(f"{d:g}" for d in df)
 
     __repr__ = __str__
 
