@@ -135,7 +135,7 @@ def test_beta_step_with_known_sigma_is_dense_gls(small_system):
     data, k, gram = validate_system(Xs, Y, 2)
     theta = np.zeros((data.K, data.pmax))
     st = _State(theta=theta, Rt=data.Yt.copy(), F=truth.F, D=truth.D)
-    _beta_step(st, data, block_jacobi_inverse(gram), 1e-26, 0.0, 500)
+    _beta_step(st, data, gram, block_jacobi_inverse(gram), 1e-26, 0.0, 500)
     beta = np.concatenate([st.theta[j, :p] for j, p in enumerate(data.p)])
     np.testing.assert_allclose(beta, orc.dense_gls(Xs, Y, truth.cov.to_dense()), rtol=1e-8)
     # residuals were tracked through CG without drift

@@ -5,7 +5,7 @@ import pytest
 
 from alsgls import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
 from alsgls._validation import validate_system
-from alsgls.ops import apply_block, block_jacobi_inverse, normal_matvec
+from alsgls.ops import apply_block, block_jacobi_inverse, gls_gradient, normal_matvec
 
 from ._oracles import block_diag_design, dense_nll_per_row
 
@@ -84,7 +84,7 @@ def test_pcg_solves_normal_equations(rng, cov):
     r0 = np.zeros_like(theta0)
     r0[op._eq, op._col] = b
     Minv = block_jacobi_inverse(gram)
-    theta, info = pcg(lambda v: normal_matvec(data.X, c, v),
+    theta, info = pcg(lambda v: normal_matvec(data.X, c, v, gram),
                       lambda r: apply_block(Minv, c.inverse_diagonal, r),
                       theta0, r0, 1e-24, 100)
     assert info.converged and info.iterations <= 14  # P = 11 unknowns (+ round-off)
@@ -92,3 +92,15 @@ def test_pcg_solves_normal_equations(rng, cov):
     assert np.all(theta[~data.mask] == 0)  # padded coefficients never move
     # exact quadratic decrease: 1/2 b'A^-1 b from zero
     np.testing.assert_allclose(info.decrease, 0.5 * b @ np.linalg.solve(A_dense, b), rtol=1e-10)
+
+
+def test_gls_gradient_matches_dense(rng, cov):
+    Xs, Y, data, _ = _system(rng)
+    c = LowRankCovariance(cov.F[:5], cov.D[:5])
+    Z = block_diag_design(Xs)
+    R = rng.standard_normal((30, 5))
+    dense = Z.T @ np.kron(np.linalg.inv(c.to_dense()), np.eye(30)) @ R.T.ravel()
+    g = gls_gradient(data.X, c, R.T.copy())
+    op = BlockDesignOperator(data.X, data.p)
+    np.testing.assert_allclose(g[op._eq, op._col], dense, rtol=1e-10, atol=1e-12)
+    assert np.all(g[~data.mask] == 0)

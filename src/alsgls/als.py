@@ -34,6 +34,7 @@ from .ops import (
     design_matvec,
     LOG_2PI,
     design_rmatvec,
+    gls_gradient,
     normal_matvec,
     pcg,
 )
@@ -249,7 +250,7 @@ def _profile_lbfgs(
 
 
 def _beta_step(
-    st: _State, data: SystemData, gram_inv: np.ndarray, abs_tol: float,
+    st: _State, data: SystemData, gram: np.ndarray, gram_inv: np.ndarray, abs_tol: float,
     budget: float, cg_maxiter: int
 ):
     """GLS for beta given Sigma = F F' + diag(D) by PCG; updates theta and Rt.
@@ -260,7 +261,7 @@ def _beta_step(
     """
     cov = LowRankCovariance(st.F, st.D)
     X = data.X
-    r = design_rmatvec(X, cov.solve(st.Rt))
+    r = gls_gradient(X, cov, st.Rt)
     scale = cov.inverse_diagonal
     start = 0.5 * float(np.vdot(r, apply_block(gram_inv, scale, r)))
     gap_tol = max(abs_tol, min(budget, 1e-2 * start))
@@ -269,7 +270,7 @@ def _beta_step(
         st.Rt -= alpha * U
 
     st.theta, info = pcg(
-        lambda v: normal_matvec(X, cov, v),
+        lambda v: normal_matvec(X, cov, v, gram),
         lambda g: apply_block(gram_inv, scale, g),
         st.theta, r, gap_tol, cg_maxiter, on_step,
     )
@@ -411,7 +412,7 @@ def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_sta
     N = data.N
     for sweep in range(max_sweeps + 1):
         scale = float(data.K)  # NLL per row is O(K): tol is a gap per row and equation
-        info, _ = _beta_step(st, data, gram_inv, tol * scale * N,
+        info, _ = _beta_step(st, data, gram, gram_inv, tol * scale * N,
                              CG_BUDGET * last_delta * N, cg_maxiter)
         gaps.append(info.start_gap / N)
         rho = min(last_delta / prev_delta, 0.99) if prev_delta > 0 else 0.0
@@ -421,7 +422,8 @@ def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_sta
             converged = True  # start_gap <= gap_tol, so this solve made no step
             # polish beta given the final Sigma (1-2 CG steps): the returned beta
             # then meets its first-order condition far inside the tolerance
-            polish, _ = _beta_step(st, data, gram_inv, POLISH * tol * scale * N, 0.0, cg_maxiter)
+            polish, _ = _beta_step(st, data, gram, gram_inv, POLISH * tol * scale * N, 0.0,
+                                   cg_maxiter)
             if polish.iterations:
                 st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
                 trace[-1] = min(trace[-1], st.nll)

@@ -171,14 +171,37 @@ def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     return (W[:, None, :] @ X)[:, 0, :]
 
 
-def normal_matvec(X: np.ndarray, cov: LowRankCovariance, V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray) -> np.ndarray:
+    """``g_j = X_j' (Sigma^-1 R')_j`` for residuals ``Rt`` (K, N): (K, p).
+
+    With ``Sigma^-1 = D^-1 - G G'``: ``g_j = X_j' r_j / D_j - (X_j' Z') G_j'``,
+    ``Z = G' R'`` (k x N) -- no K x N temporary.  ``-g`` is the gradient of the
+    total NLL with respect to the coefficients.
+    """
+    g = design_rmatvec(X, Rt) / cov.D[:, None]
+    if cov.k:
+        H = X.transpose(0, 2, 1) @ (cov.G.T @ Rt).T           # (K, p, k)
+        g -= np.einsum("kpl,kl->kp", H, cov.G)
+    return g
+
+
+def normal_matvec(
+    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """GLS normal operator ``A v = X' (Sigma^-1 (x) I_N) X v`` and ``U = X v``.
 
-    Returns ``(A v, U)`` with ``U`` the fitted values of ``v`` (K, N), reused by
-    the caller to update residuals without another pass over X.
+    ``(A v)_j = X_j'X_j v_j / D_j - (X_j' Phi) G_j'`` with ``Phi = U' G`` (N x k):
+    the diagonal part from the Gram matrices ``gram`` (K, p, p), the low-rank
+    part from one thin GEMM and one stacked pass over X.  Returns ``(A v, U)``
+    with ``U`` the fitted values of ``v`` (K, N), reused by the caller to
+    update residuals without another pass over X.
     """
     U = design_matvec(X, V)
-    return design_rmatvec(X, cov.solve(U)), U
+    Av = (gram @ V[:, :, None])[:, :, 0] / cov.D[:, None]
+    if cov.k:
+        H = X.transpose(0, 2, 1) @ (cov.G.T @ U).T            # (K, p, k)
+        Av -= np.einsum("kpl,kl->kp", H, cov.G)
+    return Av, U
 
 
 def block_jacobi_inverse(gram: np.ndarray) -> np.ndarray:
@@ -347,11 +370,12 @@ class GLSNormalOperator(BlockDesignOperator):
     def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance) -> None:
         super().__init__(X, p)
         self.cov = cov
+        self.gram = X.transpose(0, 2, 1) @ X
         P = int(self.p.sum())
         LinearOperator.__init__(self, dtype=np.float64, shape=(P, P))
 
     def _matvec(self, v: np.ndarray) -> np.ndarray:
-        Av, _ = normal_matvec(self.X, self.cov, self._unflatten(np.ravel(v)))
+        Av, _ = normal_matvec(self.X, self.cov, self._unflatten(np.ravel(v)), self.gram)
         return Av[self._eq, self._col]
 
     _rmatvec = _matvec  # symmetric
