@@ -16,7 +16,7 @@ import numpy as np
 
 from .exceptions import MissingDataWarning
 
-from ._validation import ZERO_VARIANCE_RTOL, check_designs, check_rank
+from ._validation import ZERO_VARIANCE_RTOL, SystemData, as_float_matrix, check_designs, check_rank
 
 __all__ = [
     "MissingDataWarning",
@@ -32,7 +32,7 @@ MISSING_POLICIES = ("ml", "drop", "raise")
 
 
 @dataclass(frozen=True)
-class MissingData:
+class MissingData(SystemData):
     """Validated unbalanced SUR data in the solver's internal layout.
 
     Attributes
@@ -54,30 +54,10 @@ class MissingData:
         Number of rows the caller passed.
     """
 
-    X: np.ndarray
-    Yt: np.ndarray
     O: np.ndarray
     w: np.ndarray
-    p: np.ndarray
     rows: np.ndarray
     n_rows_in: int
-
-    @property
-    def K(self) -> int:
-        return self.Yt.shape[0]
-
-    @property
-    def N(self) -> int:
-        return self.Yt.shape[1]
-
-    @property
-    def pmax(self) -> int:
-        return self.X.shape[2]
-
-    @property
-    def mask(self) -> np.ndarray:
-        """Boolean (K, pmax): True where a coefficient exists."""
-        return np.arange(self.pmax)[None, :] < self.p[:, None]
 
     @property
     def n_observed(self) -> np.ndarray:
@@ -86,21 +66,8 @@ class MissingData:
 
 
 def _as_float_nan_ok(a: Any, name: str, ndim: int) -> np.ndarray:
-    """Coerce to float64 with ``ndim`` dimensions; NaN allowed, inf rejected."""
-    if hasattr(a, "to_numpy"):
-        a = a.to_numpy()
-    arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
-    arr = np.array(arr, dtype=np.float64)  # always a copy: inputs are never modified
-    if np.isinf(arr).any():
-        bad = np.argwhere(np.isinf(arr))[0]
-        raise ValueError(f"{name} contains inf (first at index {tuple(int(i) for i in bad)})")
-    return arr
+    """Coerce to float64 with ``ndim`` dimensions; NaN allowed, inf rejected (a copy)."""
+    return as_float_matrix(a, name, ndim, allow_nan=True)
 
 
 def _designs(Xs: Any, N: int) -> list:

@@ -62,11 +62,13 @@ class SystemData:
         return np.arange(self.pmax)[None, :] < self.p[:, None]
 
 
-def as_float_matrix(a: Any, name: str, ndim: int = 2) -> np.ndarray:
+def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False) -> np.ndarray:
     """Coerce ``a`` to a finite float64 array with ``ndim`` dimensions.
 
     Raises ``TypeError`` for non-numeric input and ``ValueError`` for wrong
     dimensionality or non-finite values, naming ``name``.  Never modifies ``a``.
+    With ``allow_nan`` NaN (a missing value) passes, inf does not, and the
+    result is always a copy (callers fill the NaN).
     """
     if hasattr(a, "to_numpy"):
         a = a.to_numpy()
@@ -79,6 +81,12 @@ def as_float_matrix(a: Any, name: str, ndim: int = 2) -> np.ndarray:
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
+    if allow_nan:
+        arr = np.array(arr, dtype=np.float64)  # always a copy: inputs are never modified
+        if np.isinf(arr).any():
+            bad = np.argwhere(np.isinf(arr))[0]
+            raise ValueError(f"{name} contains inf (first at index {tuple(int(i) for i in bad)})")
+        return arr
     arr = np.asarray(arr, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         bad = np.argwhere(~np.isfinite(arr))[0]
