@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ._threads import blas_threads as _blas_threads
 from ._validation import SystemData, validate_system
 from .als import _ols, als_gls
 from .exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
@@ -418,6 +419,13 @@ def select_rank(
     >>> select_rank(Xs, Y).rank
     3
     """
+    with _blas_threads(1):  # many mid-sized GEMVs: see alsgls._threads
+        return _select_rank(Xs, Y, method=method, max_rank=max_rank, n_folds=n_folds,
+                            tol=tol, random_state=random_state)
+
+
+def _select_rank(Xs: Any, Y: Any, *, method: str, max_rank: int | None, n_folds: int,
+                 tol: float, random_state: int) -> RankSelection:
     method = _check_method(method)
     data, _, gram = validate_system(Xs, Y, 0)
     N, K, pmax = data.N, data.K, int(data.p.max())
