@@ -30,3 +30,15 @@ def blas_threads(n: int | None) -> Iterator[None]:
         return
     with threadpool_limits(limits=int(n), user_api="blas"):
         yield
+
+
+def single_blas_thread(fn):
+    """Decorator: run ``fn`` under ``blas_threads(1)`` (see the module notes)."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with blas_threads(1):
+            return fn(*args, **kwargs)
+
+    return wrapper

@@ -85,6 +85,7 @@ import numpy as np
 from scipy.linalg import LinAlgError, cho_factor, cho_solve, cholesky, eigh, solve_triangular
 
 from .exceptions import ConvergenceWarning
+from ._threads import single_blas_thread
 from .ops import LowRankCovariance
 
 __all__ = ["GLSCovariance", "EXACT_CORE_LIMIT", "EigenCorrectionInfo", "SolveInfo"]
@@ -359,6 +360,7 @@ class GLSCovariance:
         return Vc.reshape(self.k * self.N, -1)
 
     @cached_property
+    @single_blas_thread
     def _chol(self) -> np.ndarray:
         """Lower Cholesky factor of the core ``C = I - V V'`` (Nk x Nk)."""
         m = self.k * self.N
@@ -417,6 +419,7 @@ class GLSCovariance:
             out[sl] = np.matmul(Q[sl].transpose(0, 2, 1), u)
         return out
 
+    @single_blas_thread
     def solve(self, Z: np.ndarray) -> np.ndarray:
         """``A^-1 Z`` for Z (K, pmax) or (K, pmax, m), padded layout.
 
@@ -444,6 +447,7 @@ class GLSCovariance:
 
     # -- model-based covariance ----------------------------------------------
     @cached_property
+    @single_blas_thread
     def diagonal_blocks(self) -> np.ndarray:
         """Diagonal blocks ``(A^-1)_jj`` (K, pmax, pmax); padding is zero.
 
@@ -522,6 +526,7 @@ class GLSCovariance:
         return np.einsum("jab,jab->ja", T, T)
 
     @cached_property
+    @single_blas_thread
     def _eigen(self) -> _Krylov:
         """Block Lanczos with Rayleigh-Ritz on M until the tail bound meets ``tol``."""
         rng = np.random.default_rng(self.seed)
@@ -630,6 +635,7 @@ class GLSCovariance:
         Y = Y.reshape(self.K, self.pmax, -1)
         return np.einsum("jab,jbm->jam", T, Y) * self.mask[:, :, None]
 
+    @single_blas_thread
     def _pcg(self, B: np.ndarray, maxiter: int = 300) -> tuple[np.ndarray, int, float]:
         """Column-wise PCG on ``(I - M) y = b`` from the Galerkin solution
         ``Z (I - H)^-1 Z'b``; returns (y, iterations, max relative residual)."""
@@ -663,6 +669,7 @@ class GLSCovariance:
 
     # -- robust (sandwich) -----------------------------------------------------
     @cached_property
+    @single_blas_thread
     def scores(self) -> np.ndarray:
         """Per-row scores ``g_i = w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}`` as (K, pmax, N)."""
         if self.Rt is None:
@@ -676,12 +683,14 @@ class GLSCovariance:
         return self.solve(self.scores)
 
     @cached_property
+    @single_blas_thread
     def robust_diagonal_blocks(self) -> np.ndarray:
         """Diagonal blocks of ``A^-1 B A^-1`` (K, pmax, pmax)."""
         H = self._robust_factor
         return np.einsum("jan,jbn->jab", H, H)
 
     # -- contrasts -----------------------------------------------------------
+    @single_blas_thread
     def contrast_cov(self, Lmat: np.ndarray, robust: bool = False) -> np.ndarray:
         """Covariance ``L' Cov L`` (m x m) of contrasts ``L' beta``.
 
