@@ -12,6 +12,7 @@ import pytest
 from scipy.optimize import minimize
 
 from alsgls import als_gls, simulate_sur
+from alsgls.exceptions import HeywoodWarning
 from alsgls.missing import (
     MissingDataWarning,
     als_gls_missing,
@@ -304,3 +305,100 @@ def test_inputs_not_modified(unbalanced):
     np.testing.assert_array_equal(Y, Y0)
     for a, b in zip(Xs, X0):
         np.testing.assert_array_equal(a, b)
+
+
+def test_observed_gradient_matches_dense_and_finite_differences():
+    """Problem.nll_grad (batched per-row cores) = the dense oracle's analytic
+    gradient (same mathematics two ways: rtol 1e-9) and central differences
+    (h = 1e-6: truncation + round-off about 1e-8 relative)."""
+    from alsgls._missing_em import Problem, pack, unpack
+    from alsgls._missing_validation import validate_missing_system
+
+    Xs, Y, _ = simulate_sur(N=60, K=7, p=3, k=2, seed=21)
+    Xs[1] = Xs[1][:, :2]                                  # unequal p_j (padding)
+    Y = random_missing(Y, 0.25, seed=22)
+    w = np.random.default_rng(23).uniform(0.2, 3.0, 60)
+    data, _, s = validate_missing_system(Xs, Y, 2, w)
+    prob = Problem(data, 2, 1e-6 * s)
+    rng = np.random.default_rng(24)
+    theta = rng.standard_normal((7, 3)) * (np.arange(3) < data.p[:, None])
+    F, D = rng.standard_normal((7, 2)), rng.uniform(0.3, 2.0, 7)
+    nll, g = prob.nll_grad(theta, F, D)
+    beta = np.concatenate([theta[j, :data.p[j]] for j in range(7)])
+    nll_d, gb, gF, gD = dense_obs_nll(Xs, Y, beta, F, D, w=w, grad=True)
+    np.testing.assert_allclose(nll, nll_d, rtol=1e-12)
+    g_theta = g[:21].reshape(7, 3)
+    np.testing.assert_array_equal(g_theta[1, 2], 0.0)   # padded coefficient
+    np.testing.assert_allclose(np.concatenate([g_theta[j, :data.p[j]] for j in range(7)]), gb,
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g[21:35], gF.ravel(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(g[35:], gD, rtol=1e-9, atol=1e-12)
+    v, h = pack((theta, F, D)), 1e-6
+    fd = np.empty_like(v)
+    for i in range(v.size):
+        e = np.zeros_like(v)
+        e[i] = h
+        fd[i] = (prob.nll_grad(*unpack(v + e, prob))[0] - prob.nll_grad(*unpack(v - e, prob))[0]) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=0, atol=1e-7 * np.abs(g).max())
+
+
+def heywood_system(N=200, K=8, p=2, k=2, seed=0):
+    """Equation 0 has no noise of its own (D_0 = 0): its loading explains all
+    its variance, so the MLE sits at the floor D_0 = d_floor * s_0."""
+    rng = np.random.default_rng(seed)
+    Xs = [rng.standard_normal((N, p)) for _ in range(K)]
+    F = rng.standard_normal((K, k))
+    D = rng.uniform(0.5, 1.5, K)
+    D[0] = 0.0
+    Z = rng.standard_normal((N, k))
+    Y = (np.column_stack([x @ rng.standard_normal(p) for x in Xs]) + Z @ F.T
+         + rng.standard_normal((N, K)) * np.sqrt(D))
+    Y[rng.random(Y.shape) < 0.2] = np.nan
+    return Xs, Y
+
+
+def dense_bounded_mle(Xs, Y, k, d_floor=1e-6, seed=0):
+    """L-BFGS-B on the dense per-row likelihood over (beta, F, log D), log D
+    bounded at the floor d_floor * s_j (s_j: OLS residual variance on the
+    observed rows, as fit_missing uses), restarted from its own end point."""
+    obs = ~np.isnan(Y)
+    fits = [np.linalg.lstsq(x[o], Y[o, j], rcond=None) for j, (x, o) in enumerate(zip(Xs, obs.T))]
+    s = np.array([f[1][0] / o.sum() for f, o in zip(fits, obs.T)])
+    beta0 = np.concatenate([f[0] for f in fits])
+    K, P = Y.shape[1], beta0.size
+    v = np.concatenate([beta0, 0.3 * np.random.default_rng(seed).standard_normal(K * k), np.log(s)])
+    bounds = [(None, None)] * (P + K * k) + [(lo, None) for lo in np.log(d_floor * s)]
+
+    def f(v):
+        nll, gb, gF, gD = dense_obs_nll(Xs, Y, v[:P], v[P:P + K * k].reshape(K, k),
+                                        np.exp(v[P + K * k:]), grad=True)
+        return nll, np.concatenate([gb, gF.ravel(), gD])
+
+    best = np.inf
+    for _ in range(4):
+        res = minimize(f, v, jac=True, method="L-BFGS-B", bounds=bounds,
+                       options={"maxiter": 20000, "maxfun": 40000, "ftol": 1e-16, "gtol": 1e-12,
+                                "maxcor": 30})
+        v, done = res.x, best - res.fun <= 1e-15 * abs(res.fun)
+        best = min(best, res.fun)
+        if done:
+            break
+    return best
+
+
+def test_heywood_case_reaches_dense_optimum():
+    """Near a Heywood case EM's rate tends to 1 and its decrement understates
+    the gap (before the quasi-Newton switch: tol=1e-10 stopped after 130
+    iterations at a relative gap of 5.6e-7).  Now the fit certifies the gap and
+    matches a dense bounded L-BFGS-B maximisation to 1e-8 relative (the issue's
+    bar; observed ~1e-11) in under 150 iterations (observed ~50)."""
+    Xs, Y = heywood_system()
+    with pytest.warns(HeywoodWarning):
+        fit = fit_missing(Xs, Y, 2, tol=1e-10)
+    ref = dense_bounded_mle(Xs, Y, 2)
+    assert fit.converged and fit.n_iter < 150
+    assert fit.heywood[0] and not fit.heywood[1:].any()
+    assert fit.quasi_newton.sum() > 0 and fit.gap <= 1e-10 * abs(fit.nll)
+    assert np.all(np.diff(fit.nll_trace) <= 0.0)
+    np.testing.assert_allclose(fit.nll, ref, rtol=1e-8)
+    np.testing.assert_allclose(fit.nll, dense_obs_nll(Xs, Y, flat(fit.B), fit.F, fit.D), rtol=1e-11)

@@ -28,6 +28,10 @@ z), hence monotone; the parameter-expanded reduction ``F <- F chol(Phi)``,
 removes the slow scale mode of EM with strong factors.  Anderson acceleration of the EM map on
 ``(beta, F, log D)`` (SQUAREM as an option), falling back to the plain EM step
 whenever the accelerated point is worse, keeps the NLL trace monotone.
+When EM is slow (Heywood cases, weak factors) or its end point fails the
+secant gap check, L-BFGS-B on the observed-data NLL over ``(beta, F, D)``
+(analytic gradient, batched over rows like the NLL) finishes the fit and
+certifies the gap (:mod:`alsgls._missing_em`).
 
 Weights multiply each row's log-likelihood (``sum_i w_i l_i``), after rescaling
 to mean 1; integer weights are equivalent to duplicating rows.
@@ -83,6 +87,12 @@ class MissingGLSFit(GLSFit):
         The weights used, rescaled to mean 1 over ``rows``; None if unweighted.
     missing : str
         The policy applied: ``"ml"``, ``"drop"`` or ``"raise"``.
+    quasi_newton : ndarray of int, shape (n_iter,)
+        1 where the iteration was a quasi-Newton (L-BFGS-B) step rather than
+        an EM step (``fit_missing`` only; empty otherwise).
+    gap : float
+        ``fit_missing``: estimated NLL-per-row decrease still available at the
+        returned point (the quantity the stopping rule certifies); NaN otherwise.
 
     ``nll_trace`` is the (weighted) observed-data NLL per retained row,
     ``sum_i w_i l_i / n``.
@@ -92,6 +102,8 @@ class MissingGLSFit(GLSFit):
     rows: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, int))
     weights: np.ndarray | None = None
     missing: str = "ml"
+    quasi_newton: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, int))
+    gap: float = float("nan")
 
 
 def _accelerator(accelerate: bool | str) -> str:
@@ -117,7 +129,8 @@ def fit_missing(
     accelerate: bool | str = True,
     random_state: int = 0,
 ) -> MissingGLSFit:
-    """Maximum likelihood for a SUR system with missing responses (accelerated EM).
+    """Maximum likelihood for a SUR system with missing responses (accelerated
+    EM, then quasi-Newton when EM is slow).
 
     Parameters
     ----------
@@ -131,10 +144,15 @@ def fit_missing(
         Non-negative row weights; rescaled to mean 1 over the retained rows.
         Row ``i``'s log-likelihood is multiplied by ``w_i``.
     tol : float, default 1e-10
-        Stop when the last iteration's NLL decrease is below
-        ``tol * max(|nll|, 1)`` and the EM decrement (the decrease a Newton
-        step on the complete-data likelihood predicts, which underestimates
-        the remaining gap) is below 0.05 times that.
+        Relative NLL gap to certify.  With ``scale = tol * max(|nll|, 1)``, EM
+        stops when its last decrease is below ``scale``, its decrement below
+        ``0.05 * scale`` and the secant gap estimate along the EM step (which,
+        unlike the decrement, sees EM's slow modes) below ``scale``.  If that
+        estimate is too large, or EM has not converged in 30 iterations
+        (Heywood cases, weak factors), the fit switches to L-BFGS-B on the
+        observed-data NLL over ``(beta, F, D)`` with the analytic gradient,
+        and stops when an iteration gains less than ``0.1 * scale`` and
+        ``g' H^-1 g / 2`` (L-BFGS inverse Hessian) is below ``scale``.
     max_iter : int, default 1000
         Maximum iterations; reaching it emits a ``ConvergenceWarning``.
     d_floor : float, default 1e-6
@@ -144,20 +162,25 @@ def fit_missing(
         ``True``/``"anderson"``: Anderson acceleration (memory 10);
         ``"squarem"``: SQUAREM (3 EM maps per iteration); ``False``/``"em"``:
         plain EM.  Every variant is monotone: an accelerated point is kept only
-        if its NLL is not above the current one.
+        if its NLL is not above the current one.  The quasi-Newton switch
+        (see ``tol``) applies to all three.
     random_state : int, default 0
         Seed of the initial subspace iteration.
 
     Returns
     -------
     MissingGLSFit
-        With ``method="em-missing"``; ``n_iter`` counts iterations and
-        ``backtracks[t]`` is 1 where iteration ``t`` rejected the accelerated
-        point and took the plain EM step.
+        With ``method="em-missing"``; ``n_iter`` counts iterations (EM maps
+        and L-BFGS-B iterations), ``backtracks[t]`` is 1 where iteration ``t``
+        rejected the accelerated point and took the plain EM step,
+        ``quasi_newton[t]`` is 1 where it was an L-BFGS-B iteration, and
+        ``gap`` is the certified gap estimate.
 
     Notes
     -----
     Each EM map costs O(N K (p + k)^2) flops and two passes over the designs;
+    an L-BFGS-B evaluation (NLL and gradient, one E-step plus two GEMMs
+    against the mask) costs less;
     memory beyond the data is O(N k^2 + K (p + k)^2).  No K x K matrix is formed.
     Rows with every response missing (or zero weight) are dropped with a
     :class:`MissingDataWarning`.
@@ -180,7 +203,8 @@ def fit_missing(
     if not res.converged:
         warnings.warn(
             f"fit_missing stopped after {max_iter} iterations without meeting tol={tol:g} "
-            f"(EM decrement {res.decrement:.2e} per row); raise max_iter or loosen tol",
+            f"(estimated NLL gap {res.gap:.2e}, EM decrement {res.decrement:.2e} per row); "
+            "raise max_iter or loosen tol",
             ConvergenceWarning, stacklevel=2)
     theta, F, D = res.x
     trace, backs, converged = res.trace, res.rejected, res.converged
@@ -198,6 +222,7 @@ def fit_missing(
         eig_iterations=np.zeros(n, dtype=int), backtracks=np.asarray(backs, dtype=int),
         tol=tol, n_observed=data.n_observed, rows=data.rows,
         weights=None if weights is None else data.w.copy(), missing="ml",
+        quasi_newton=np.asarray(res.qn, dtype=int), gap=float(res.gap),
     )
 
 
