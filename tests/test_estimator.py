@@ -237,3 +237,44 @@ def test_inputs_not_modified(shared):
     np.testing.assert_array_equal(X, X0)
     np.testing.assert_array_equal(Y, Y0)
     np.testing.assert_array_equal(Yp, Yp0)
+
+
+# --------------------------------------------------------------- missing outputs
+def _missing_data(seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((200, 3))
+    Y = (X @ rng.standard_normal((3, 10)) + rng.standard_normal((200, 1)) @ rng.standard_normal((1, 10))
+         + 0.3 * rng.standard_normal((200, 10)))
+    Y[:30, :3] = np.nan
+    return X, Y
+
+
+def test_missing_outputs_ml_equals_als_gls():
+    """missing='ml' is the observed-data MLE of als_gls on the same designs."""
+    from alsgls import als_gls
+
+    X, Y = _missing_data()
+    est = ALSGLS(rank=1, missing="ml").fit(X, Y)
+    Xd = np.hstack([np.ones((200, 1)), X])
+    ref = als_gls([Xd] * 10, Y, 1)
+    np.testing.assert_allclose(est.intercept_, [b[0, 0] for b in ref.B], rtol=1e-10)
+    np.testing.assert_allclose(est.coef_, np.vstack([b[1:, 0] for b in ref.B]), rtol=1e-10)
+    np.testing.assert_allclose(est.noise_variance_, ref.D, rtol=1e-10)
+
+
+def test_missing_outputs_drop_and_raise():
+    X, Y = _missing_data()
+    complete = ~np.isnan(Y).any(axis=1)
+    a = ALSGLS(rank=1, missing="drop").fit(X, Y)
+    b = ALSGLS(rank=1).fit(X[complete], Y[complete])
+    np.testing.assert_allclose(a.coef_, b.coef_, rtol=1e-12)
+    with pytest.raises(ValueError, match="NaN"):
+        ALSGLS(rank=1).fit(X, Y)
+    with pytest.raises(ValueError, match="missing must be"):
+        ALSGLS(rank=1, missing="impute").fit(X, Y)
+
+
+def test_missing_outputs_auto_rank_uses_complete_rows():
+    X, Y = _missing_data()
+    est = ALSGLS(rank="auto", missing="ml").fit(X, Y)
+    assert est.rank_ == 1 and est.rank_selection_ is not None

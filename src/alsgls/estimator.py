@@ -104,6 +104,20 @@ class LowRankPrecision:
         return f"LowRankPrecision(K={self.cov.K}, k={self.cov.k})"
 
 
+def _has_nan(Y: Any) -> bool:
+    """True if ``Y`` is a float array containing NaN (validation reports the rest)."""
+    try:
+        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
+        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
+    except (TypeError, ValueError):
+        return False
+
+
+def _strip_intercept(Xd: np.ndarray, fit_intercept: bool) -> np.ndarray:
+    """The user's X from the design with the intercept column prepended."""
+    return Xd[:, 1:] if fit_intercept else Xd
+
+
 def _is_system(X: Any) -> bool:
     """True for the SUR form: a list/tuple of 2-D designs or a 3-D array."""
     if isinstance(X, np.ndarray):
@@ -157,6 +171,13 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         Sweep limit of the final fit.
     random_state : int, default 0
         Seed of the eigen-solvers and of the CV split.
+    missing : {"raise", "ml", "drop"}, default "raise"
+        NaN in ``Y`` (a missing output).  ``"raise"`` refuses it (the
+        scikit-learn convention); ``"ml"`` fits by exact maximum likelihood of
+        every observed output under missing-at-random
+        (:func:`alsgls.missing.fit_missing`; a rank *method* is then chosen on
+        the rows with every output observed); ``"drop"`` drops rows with any
+        NaN.  ``X`` must be complete.
 
     Attributes
     ----------
@@ -218,7 +239,9 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         tol: float = 1e-10,
         max_sweeps: int = 200,
         random_state: int = 0,
+        missing: str = "raise",
     ) -> None:
+        self.missing = missing
         self.rank = rank
         self.fit_intercept = fit_intercept
         self.max_rank = max_rank
@@ -254,6 +277,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self
         """
         self._check_params()
+        if self.missing != "raise" and _has_nan(Y):
+            return self._fit_missing(X, Y)
         if _is_system(X):
             Xs, Y = self._prepare_system(X, Y)
         else:
@@ -273,7 +298,39 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self._store(B, F, D, k, selection, trace, n_iter, converged)
         return self
 
+    def _fit_missing(self, X: Any, Y: Any) -> "ALSGLS":
+        """``missing="ml"`` or ``"drop"`` with NaN in ``Y``."""
+        Ya = as_float_matrix(Y, "Y", allow_nan=True)
+        if _is_system(X):
+            Xs, _ = self._prepare_system(X, np.nan_to_num(Ya))
+        else:
+            Xs, _ = self._prepare_shared(X, np.nan_to_num(Ya))
+        complete = ~np.isnan(Ya).any(axis=1)
+        if self.missing == "drop":
+            return self.fit([x[complete] for x in Xs] if not self._shared else
+                            _strip_intercept(Xs[0][complete], self.fit_intercept), Ya[complete])
+        N, K = Ya.shape
+        pmax = max(x.shape[1] for x in Xs)
+        if isinstance(self.rank, str):
+            if complete.sum() <= pmax + 2:
+                raise ValueError(
+                    f"rank={self.rank!r} with missing outputs selects the rank on the "
+                    f"{int(complete.sum())} rows with every output observed, too few for "
+                    f"{pmax} coefficients per output; pass an integer rank"
+                )
+            k, selection = self._resolve_rank([x[complete] for x in Xs], Ya[complete],
+                                              int(complete.sum()), K, pmax)
+        else:
+            k, selection = self._resolve_rank(Xs, np.nan_to_num(Ya), N, K, pmax)
+        fit = als_gls(Xs, Ya, k, tol=self.tol, max_sweeps=self.max_sweeps,
+                      random_state=self.random_state, missing="ml")
+        self._store([b[:, 0] for b in fit.B], fit.F, fit.D, k, selection,
+                    fit.nll_trace, fit.n_iter, fit.converged)
+        return self
+
     def _check_params(self) -> None:
+        if self.missing not in ("raise", "ml", "drop"):
+            raise ValueError(f"missing must be 'raise', 'ml' or 'drop', got {self.missing!r}")
         r = self.rank
         ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
         if not ok_int and not (isinstance(r, str) and r in RANK_METHODS):
