@@ -4,17 +4,24 @@ Restrictions are given as a ``(q, P)`` matrix (optionally a DataFrame whose
 columns are parameter names) with a value vector, or as strings over the
 parameter names, e.g. ``"GM_value = CH_value"`` or
 ``["2*eq1_x1 - eq2_x1 = 0", "eq3_const = 1"]``.
+
+The system tests of :class:`~alsgls.results.SURResults` (Wald, likelihood
+ratio, Breusch-Pagan) are computed here from the fitted results.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
+
+from ._labels import _pandas
+from .exceptions import MissingDataWarning
 
 __all__ = ["TestResult", "parse_restrictions", "restriction_matrix"]
 
@@ -198,3 +205,99 @@ def restriction_matrix(restrictions: Any, value: Any, names: Sequence[str]
             "remove redundant (linearly dependent) restrictions"
         )
     return R, r
+
+
+# -- system tests on fitted SURResults ------------------------------------
+def wald_test(res: Any, restrictions: Any, value: Any = None) -> TestResult:
+    """:meth:`SURResults.wald_test` for the fitted results ``res``."""
+    R, r = restriction_matrix(restrictions, value, res.param_names)
+    diff = R @ np.asarray(res.params) - r
+    V = res._contrast_cov(R)
+    try:
+        W = float(diff @ np.linalg.solve(V, diff))
+    except np.linalg.LinAlgError as exc:
+        raise ValueError("the covariance of the restrictions is singular") from exc
+    q = R.shape[0]
+    null = "R beta = r" if not isinstance(restrictions, (str, list, tuple)) else str(restrictions)
+    if res.debiased:
+        df2 = int((res._n - res._data.p).min())
+        return TestResult("Wald test (F)", W / q, float(stats.f.sf(W / q, q, df2)),
+                          (q, df2), "F", null)
+    return chi2_result("Wald test", W, q, null)
+
+
+def lr_test(res: Any, against: str = "diagonal", **fit_options: Any) -> TestResult:
+    """:meth:`SURResults.lr_test` for the fitted results ``res``."""
+    k = res.rank
+    if k == 0:
+        raise ValueError("the fitted model already has a diagonal Sigma (rank 0)")
+    if against not in ("diagonal", "rank-1"):
+        raise ValueError(f"against must be 'diagonal' or 'rank-1', got {against!r}")
+    k0 = 0 if against == "diagonal" else k - 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingDataWarning)  # already reported
+        restricted = type(res.model)(
+            {e.label: (e.y, _named(e)) for e in res.model.equations}, rank=k0,
+            missing=res.model.missing, weights=res.model._weights_in)
+    method = res.fit_result.method
+    opts = {"tol": res.fit_result.tol, "method": method if method in ("als", "em") else "als"}
+    opts.update(fit_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingDataWarning)  # already reported
+        res0 = restricted.fit(**opts)
+    K = res._data.K
+    df = _n_cov(K, k) - _n_cov(K, k0)
+    stat = max(2.0 * (res.llf - res0.llf), 0.0)
+    return chi2_result(f"LR test rank {k} vs {k0}", stat, df,
+                       f"Sigma has rank-{k0} factor structure")
+
+
+def breusch_pagan(res: Any) -> TestResult:
+    """:meth:`SURResults.breusch_pagan` for the fitted results ``res``."""
+    Q, _ = res._inference._qr
+    Yt = res._data.Yt
+    if res.model.weights is not None:
+        Yt = Yt * np.sqrt(res.model.weights)[None, :]
+    E = Yt - np.einsum("kna,kma,km->kn", Q, Q, Yt, optimize=True)  # OLS residuals
+    if res.model.observed is not None:
+        return _pairwise_breusch_pagan(E, res.model.observed.T.astype(np.float64))
+    Z = E / np.linalg.norm(E, axis=1, keepdims=True)              # (K, N), unit rows
+    K, N = Z.shape
+    total, step = 0.0, max(1, 2**22 // max(K, N))
+    if K <= N:
+        for s in range(0, K, step):
+            total += float(np.sum((Z[s:s + step] @ Z.T) ** 2))
+    else:
+        for s in range(0, N, step):
+            total += float(np.sum((Z[:, s:s + step].T @ Z) ** 2))
+    lm = N * (total - K) / 2.0
+    return chi2_result("Breusch-Pagan LM test", lm, K * (K - 1) // 2,
+                       "Sigma is diagonal (no cross-equation correlation)")
+
+
+def _pairwise_breusch_pagan(E: np.ndarray, O: np.ndarray) -> TestResult:
+    """Breusch-Pagan LM over pairwise-observed rows; E (K, N) zero where missing, O (K, N)."""
+    K, N = E.shape
+    E2 = E * E
+    total, pairs, step = 0.0, 0, max(1, 2**22 // max(K, 1))
+    for s in range(0, K, step):
+        sl = slice(s, min(s + step, K))
+        num = E[sl] @ E.T                        # sum over common rows of e_i e_j
+        den = (E2[sl] @ O.T) * (O[sl] @ E2.T)    # sum_{common} e_i^2 * sum_{common} e_j^2
+        n = O[sl] @ O.T
+        off = np.arange(sl.stop - sl.start)[:, None] + s != np.arange(K)[None, :]
+        ok = off & (n > 0) & (den > 0)
+        total += float(np.sum(n[ok] * num[ok] ** 2 / den[ok]))
+        pairs += int(ok.sum())
+    return chi2_result("Breusch-Pagan LM test (pairwise observed rows)", total / 2.0,
+                       pairs // 2, "Sigma is diagonal (no cross-equation correlation)")
+
+
+def _n_cov(K: int, k: int) -> int:
+    return min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2)
+
+
+def _named(e: Any) -> Any:
+    pd = _pandas()
+    return e.X if pd is None else pd.DataFrame(e.X, columns=list(e.exog_names))
+

@@ -11,19 +11,22 @@ asked explicitly (``cov_params(full=True)``, ``sigma_matrix()``).
 
 from __future__ import annotations
 
-import warnings
-from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
 
-from .exceptions import MissingDataWarning
+from ._labels import _frame, _series
 from .fit_result import GLSFit
-from .hypothesis import TestResult, chi2_result, restriction_matrix
+from .hypothesis import TestResult, _n_cov
+from .hypothesis import breusch_pagan as _breusch_pagan
+from .hypothesis import lr_test as _lr_test
+from .hypothesis import wald_test as _wald_test
 from .inference import GLSCovariance
 from .ops import LowRankCovariance, design_matvec
+from .prediction import PredictionResults
+from .prediction import get_prediction as _get_prediction
 from .summary import EquationTable, Summary
 
 __all__ = ["SURResults", "PredictionResults"]
@@ -40,26 +43,6 @@ def _normalise_cov_type(cov_type: str) -> str:
     if key not in _COV_ALIASES:
         raise ValueError(f"cov_type must be 'unadjusted' or 'robust', got {cov_type!r}")
     return _COV_ALIASES[key]
-
-
-def _pandas():
-    try:
-        import pandas
-    except ImportError:  # pragma: no cover - environment dependent
-        return None
-    return pandas
-
-
-def _series(values: np.ndarray, index: Sequence, name: str | None = None) -> Any:
-    pd = _pandas()
-    return values if pd is None else pd.Series(values, index=list(index), name=name)
-
-
-def _frame(values: np.ndarray, index: Any, columns: Sequence) -> Any:
-    pd = _pandas()
-    if pd is None:
-        return values
-    return pd.DataFrame(values, index=index, columns=list(columns))
 
 
 class SURResults:
@@ -440,20 +423,7 @@ class SURResults:
         ValueError
             Unknown parameter names, wrong shapes, or a singular R.
         """
-        R, r = restriction_matrix(restrictions, value, self.param_names)
-        diff = R @ np.asarray(self.params) - r
-        V = self._contrast_cov(R)
-        try:
-            W = float(diff @ np.linalg.solve(V, diff))
-        except np.linalg.LinAlgError as exc:
-            raise ValueError("the covariance of the restrictions is singular") from exc
-        q = R.shape[0]
-        null = "R beta = r" if not isinstance(restrictions, (str, list, tuple)) else str(restrictions)
-        if self.debiased:
-            df2 = int((self._n - self._data.p).min())
-            return TestResult("Wald test (F)", W / q, float(stats.f.sf(W / q, q, df2)),
-                              (q, df2), "F", null)
-        return chi2_result("Wald test", W, q, null)
+        return _wald_test(self, restrictions, value)
 
     def lr_test(self, against: str = "diagonal", **fit_options: Any) -> TestResult:
         """Likelihood-ratio test of the factor structure.
@@ -472,28 +442,7 @@ class SURResults:
         The chi2 reference is asymptotic and unreliable
         near Heywood cases or when k is close to the Ledermann bound.
         """
-        k = self.rank
-        if k == 0:
-            raise ValueError("the fitted model already has a diagonal Sigma (rank 0)")
-        if against not in ("diagonal", "rank-1"):
-            raise ValueError(f"against must be 'diagonal' or 'rank-1', got {against!r}")
-        k0 = 0 if against == "diagonal" else k - 1
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingDataWarning)  # already reported
-            restricted = type(self.model)(
-                {e.label: (e.y, _named(e)) for e in self.model.equations}, rank=k0,
-                missing=self.model.missing, weights=self.model._weights_in)
-        method = self.fit_result.method
-        opts = {"tol": self.fit_result.tol, "method": method if method in ("als", "em") else "als"}
-        opts.update(fit_options)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", MissingDataWarning)  # already reported
-            res0 = restricted.fit(**opts)
-        K = self._data.K
-        df = _n_cov(K, k) - _n_cov(K, k0)
-        stat = max(2.0 * (self.llf - res0.llf), 0.0)
-        return chi2_result(f"LR test rank {k} vs {k0}", stat, df,
-                           f"Sigma has rank-{k0} factor structure")
+        return _lr_test(self, against, **fit_options)
 
     def breusch_pagan(self) -> TestResult:
         """Breusch-Pagan LM test of a diagonal Sigma from OLS residuals.
@@ -506,62 +455,9 @@ class SURResults:
         ``LM = sum_{i<j} n_ij rho_ij^2`` over the ``m`` pairs with ``n_ij > 0``,
         against chi2(m).
         """
-        Q, _ = self._inference._qr
-        Yt = self._data.Yt
-        if self.model.weights is not None:
-            Yt = Yt * np.sqrt(self.model.weights)[None, :]
-        E = Yt - np.einsum("kna,kma,km->kn", Q, Q, Yt, optimize=True)  # OLS residuals
-        if self.model.observed is not None:
-            return _pairwise_breusch_pagan(E, self.model.observed.T.astype(np.float64))
-        Z = E / np.linalg.norm(E, axis=1, keepdims=True)              # (K, N), unit rows
-        K, N = Z.shape
-        total, step = 0.0, max(1, 2**22 // max(K, N))
-        if K <= N:
-            for s in range(0, K, step):
-                total += float(np.sum((Z[s:s + step] @ Z.T) ** 2))
-        else:
-            for s in range(0, N, step):
-                total += float(np.sum((Z[:, s:s + step].T @ Z) ** 2))
-        lm = N * (total - K) / 2.0
-        return chi2_result("Breusch-Pagan LM test", lm, K * (K - 1) // 2,
-                           "Sigma is diagonal (no cross-equation correlation)")
+        return _breusch_pagan(self)
 
     # -- prediction ---------------------------------------------------------
-    def _new_designs(self, exog: Any, data: Any) -> tuple[list[np.ndarray], Any]:
-        eqs = self.model.equations
-        formulas = getattr(self.model, "_formulas", None)
-        if data is not None:
-            if formulas is None:
-                raise ValueError("data= is only for models built with SUR.from_formula; "
-                                 "pass exog={label: array} instead")
-            Xs = [np.asarray(formulas["specs"][e.label].get_model_matrix(data), dtype=float)
-                  for e in eqs]
-            return Xs, getattr(data, "index", None)
-        if exog is None:
-            return [e.X for e in eqs], self.model.index
-        if isinstance(exog, dict):
-            missing = [e.label for e in eqs if e.label not in exog]
-            if missing:
-                raise ValueError(f"exog lacks equations {missing[:5]}")
-            items = [exog[e.label] for e in eqs]
-        else:
-            items = list(exog)
-            if len(items) != len(eqs):
-                raise ValueError(f"exog has {len(items)} entries but the model has {len(eqs)} equations")
-        index = getattr(items[0], "index", None)
-        Xs = []
-        for e, x in zip(eqs, items):
-            xa = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x, dtype=float)
-            xa = xa[:, None] if xa.ndim == 1 else xa
-            if xa.shape[1] != e.X.shape[1]:
-                raise ValueError(f"equation {e.label!r}: exog has {xa.shape[1]} columns, "
-                                 f"the model has {e.X.shape[1]}")
-            if Xs and xa.shape[0] != Xs[0].shape[0]:
-                raise ValueError(f"equation {e.label!r}: exog has {xa.shape[0]} rows, "
-                                 f"the first equation has {Xs[0].shape[0]}")
-            Xs.append(xa)
-        return Xs, index
-
     def predict(self, exog: Any = None, *, data: Any = None) -> Any:
         """Predicted means (N_new, K).
 
@@ -580,20 +476,7 @@ class SURResults:
         ``se_mean_ij^2 = x_ij' Cov(beta_j) x_ij`` (diagonal blocks only) and
         ``se_obs_ij^2 = se_mean_ij^2 + Sigma_jj``.
         """
-        Xs, index = self._new_designs(exog, data)
-        d = self._data
-        X = np.zeros((d.K, Xs[0].shape[0], d.pmax))
-        for j, x in enumerate(Xs):
-            X[j, :, : x.shape[1]] = x
-        mean = design_matvec(X, self._theta).T
-        inf = self._inference
-        blocks = inf.robust_diagonal_blocks if self.cov_type == "robust" else inf.diagonal_blocks
-        s = np.sqrt(self._n / (self._n - d.p)) if self.debiased else np.ones(d.K)
-        var_mean = np.einsum("kna,kab,knb->nk", X, blocks, X) * s[None, :] ** 2
-        var_obs = var_mean + self.sigma.diagonal[None, :]
-        df = (self._n - d.p) if self.debiased else None
-        return PredictionResults(mean, np.sqrt(var_mean), np.sqrt(var_obs), index,
-                                 self.model.labels, df)
+        return _get_prediction(self, exog, data=data)
 
     # -- summary ------------------------------------------------------------
     def summary(self, max_equations: int | None = 10, alpha: float = 0.05) -> Summary:
@@ -651,60 +534,3 @@ class SURResults:
     def __repr__(self) -> str:
         return (f"SURResults(K={self._data.K}, N={self._data.N}, rank={self.rank}, "
                 f"llf={self.llf:.6g}, cov_type={self.cov_type!r})")
-
-
-def _pairwise_breusch_pagan(E: np.ndarray, O: np.ndarray) -> TestResult:
-    """Breusch-Pagan LM over pairwise-observed rows; E (K, N) zero where missing, O (K, N)."""
-    K, N = E.shape
-    E2 = E * E
-    total, pairs, step = 0.0, 0, max(1, 2**22 // max(K, 1))
-    for s in range(0, K, step):
-        sl = slice(s, min(s + step, K))
-        num = E[sl] @ E.T                        # sum over common rows of e_i e_j
-        den = (E2[sl] @ O.T) * (O[sl] @ E2.T)    # sum_{common} e_i^2 * sum_{common} e_j^2
-        n = O[sl] @ O.T
-        off = np.arange(sl.stop - sl.start)[:, None] + s != np.arange(K)[None, :]
-        ok = off & (n > 0) & (den > 0)
-        total += float(np.sum(n[ok] * num[ok] ** 2 / den[ok]))
-        pairs += int(ok.sum())
-    return chi2_result("Breusch-Pagan LM test (pairwise observed rows)", total / 2.0,
-                       pairs // 2, "Sigma is diagonal (no cross-equation correlation)")
-
-
-def _n_cov(K: int, k: int) -> int:
-    return min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2)
-
-
-def _named(e: Any) -> Any:
-    pd = _pandas()
-    return e.X if pd is None else pd.DataFrame(e.X, columns=list(e.exog_names))
-
-
-@dataclass(frozen=True)
-class PredictionResults:
-    """Predictions with standard errors.
-
-    Attributes
-    ----------
-    mean, se_mean, se_obs : ndarray, shape (N_new, K)
-    """
-
-    mean: np.ndarray
-    se_mean: np.ndarray
-    se_obs: np.ndarray
-    index: Any
-    labels: list
-    df: Any = None
-
-    @property
-    def predicted_mean(self) -> Any:
-        return _frame(self.mean, self.index, self.labels)
-
-    def conf_int(self, alpha: float = 0.05, obs: bool = False) -> tuple[Any, Any]:
-        """Lower and upper bounds (each N_new x K): of the mean, or with
-        ``obs=True`` prediction intervals for a new observation."""
-        q = stats.t.ppf(1 - alpha / 2, self.df) if self.df is not None else stats.norm.ppf(1 - alpha / 2)
-        se = self.se_obs if obs else self.se_mean
-        return (_frame(self.mean - q * se, self.index, self.labels),
-                _frame(self.mean + q * se, self.index, self.labels))
-
