@@ -16,7 +16,13 @@ import numpy as np
 
 from .exceptions import MissingDataWarning
 
-from ._validation import ZERO_VARIANCE_RTOL, SystemData, as_float_matrix, check_designs, check_rank
+from ._validation import (
+    SystemData,
+    as_float_matrix,
+    check_designs,
+    check_rank,
+    check_residual_variance,
+)
 
 __all__ = [
     "MissingDataWarning",
@@ -201,17 +207,7 @@ def _ols_variance(data: MissingData) -> np.ndarray:
     gram[:, np.arange(pm), np.arange(pm)] += np.arange(pm)[None, :] >= data.p[:, None]
     theta = np.linalg.solve(gram, np.einsum("knp,kn->kp", X, Om * Yt)[..., None])[..., 0]
     R = Yt - np.einsum("knp,kp->kn", X, theta)
-    n = Om.sum(axis=1)
-    s = np.einsum("kn,kn->k", Om * R, R) / n
-    ref = np.einsum("kn,kn->k", Om * Yt, Yt) / n
-    bad = np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
-    if bad.size:
-        j = int(bad[0])
-        raise ValueError(
-            f"equation {j} has zero residual variance on its observed rows: Y[:, {j}] "
-            f"is an exact linear combination of Xs[{j}]; remove that equation"
-        )
-    return s
+    return check_residual_variance(R, Yt, Om)
 
 
 def apply_missing_policy(

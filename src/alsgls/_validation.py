@@ -226,17 +226,38 @@ def validate_system(Xs: Any, Y: Any, k: Any) -> tuple[SystemData, int, np.ndarra
     return data, k, gram
 
 
-def check_residual_variance(Rt: np.ndarray, Yt: np.ndarray) -> np.ndarray:
+def check_residual_variance(Rt: np.ndarray, Yt: np.ndarray, O: np.ndarray | None = None
+                            ) -> np.ndarray:
     """Residual variances ``s_j`` (K,) of OLS residuals ``Rt`` (K, N); raise for
-    an equation that its regressors fit exactly (no error term to model)."""
-    N = Rt.shape[1]
-    s = np.einsum("kn,kn->k", Rt, Rt) / N
-    ref = np.einsum("kn,kn->k", Yt, Yt) / N
+    an equation that its regressors fit exactly (no error term to model).
+
+    With an observation mask ``O`` (K, N) (1.0 observed, 0.0 missing) the
+    variances are over each equation's observed rows.
+    """
+    if O is None:
+        n = Rt.shape[1]
+        s = np.einsum("kn,kn->k", Rt, Rt) / n
+        ref = np.einsum("kn,kn->k", Yt, Yt) / n
+    else:
+        n = O.sum(axis=1)
+        s = np.einsum("kn,kn->k", O * Rt, Rt) / n
+        ref = np.einsum("kn,kn->k", O * Yt, Yt) / n
     bad = np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
     if bad.size:
         j = int(bad[0])
+        where = " on its observed rows" if O is not None else ""
         raise ValueError(
-            f"equation {j} has zero residual variance: Y[:, {j}] is an exact linear "
-            f"combination of Xs[{j}]; remove that equation"
+            f"equation {j} has zero residual variance{where}: Y[:, {j}] is an exact "
+            f"linear combination of Xs[{j}]; remove that equation"
         )
     return s
+
+
+def has_nan(Y: Any) -> bool:
+    """True if ``Y`` is a float array containing NaN (a missing value); anything
+    else is left for validation to report."""
+    try:
+        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
+        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
+    except (TypeError, ValueError):
+        return False

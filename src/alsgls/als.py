@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._threads import blas_threads as _blas_threads
-from ._validation import SystemData, check_residual_variance, validate_system
+from ._validation import SystemData, check_residual_variance, has_nan, validate_system
 from .exceptions import ConvergenceWarning, HeywoodWarning
 from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
 from .ops import (
@@ -376,7 +376,7 @@ def als_gls(
     >>> bool(np.all(np.diff(fit.nll_trace) <= 1e-12 * abs(fit.nll)))
     True
     """
-    if weights is not None or missing != "ml" or _has_nan(Y):
+    if weights is not None or missing != "ml" or has_nan(Y):
         from .missing import als_gls_missing
 
         return als_gls_missing(Xs, Y, k, missing=missing, weights=weights, tol=tol,
@@ -385,15 +385,6 @@ def als_gls(
                                random_state=random_state)
     with _blas_threads(blas_threads):
         return _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state)
-
-
-def _has_nan(Y: Any) -> bool:
-    """True if ``Y`` is numeric and contains NaN (validation reports the rest)."""
-    try:
-        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
-        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
-    except (TypeError, ValueError):
-        return False
 
 
 def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state) -> GLSFit:

@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
 
-from ._validation import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix
+from ._validation import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix, has_nan
 from .als import als_gls
 from .ops import LOG_2PI, LowRankCovariance
 from .rank import RANK_METHODS, RankSelection, max_identifiable_rank, select_rank
@@ -102,15 +102,6 @@ class LowRankPrecision:
 
     def __repr__(self) -> str:
         return f"LowRankPrecision(K={self.cov.K}, k={self.cov.k})"
-
-
-def _has_nan(Y: Any) -> bool:
-    """True if ``Y`` is a float array containing NaN (validation reports the rest)."""
-    try:
-        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
-        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
-    except (TypeError, ValueError):
-        return False
 
 
 def _strip_intercept(Xd: np.ndarray, fit_intercept: bool) -> np.ndarray:
@@ -277,7 +268,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self
         """
         self._check_params()
-        if self.missing != "raise" and _has_nan(Y):
+        if self.missing != "raise" and has_nan(Y):
             return self._fit_missing(X, Y)
         if _is_system(X):
             Xs, Y = self._prepare_system(X, Y)
