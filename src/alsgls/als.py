@@ -91,24 +91,26 @@ def _ols(data: SystemData, gram_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
 
 def _top_eigenpairs(
-    W: np.ndarray, k: int, basis: np.ndarray | None, rng: np.random.Generator, maxiter: int,
-    rtol: float = EIG_RTOL,
+    Rt: np.ndarray, scale: np.ndarray, k: int, basis: np.ndarray | None,
+    rng: np.random.Generator, maxiter: int, rtol: float = EIG_RTOL,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """Top-k eigenpairs of ``W W'`` for ``W`` (K, N) without forming K x K.
+    """Top-k eigenpairs of ``W W'`` for ``W = diag(scale) Rt`` (K, N), without
+    forming K x K (nor W itself: ``W W' V = scale * (Rt (Rt' (scale * V)))``).
 
     Block subspace iteration with Rayleigh-Ritz, warm-started from ``basis``;
     a thin SVD when ``min(K, N)`` is small.  Returns ``(lam, U, basis, iters)``.
     """
-    K, N = W.shape
+    K, N = Rt.shape
     b = min(k + OVERSAMPLE, K, N)
     if min(K, N) <= max(DENSE_EIG_LIMIT, 2 * b):
-        U, s, _ = np.linalg.svd(W, full_matrices=False)
+        U, s, _ = np.linalg.svd(scale[:, None] * Rt, full_matrices=False)
         return s[:k] ** 2, U[:, :k], None, 0
     if basis is None or basis.shape[1] != b:
         basis, _ = np.linalg.qr(rng.standard_normal((K, b)))
     V = basis
+    sc = scale[:, None]
     for it in range(1, maxiter + 1):
-        Z = W @ (W.T @ V)
+        Z = sc * (Rt @ (Rt.T @ (sc * V)))
         lam, S = np.linalg.eigh(V.T @ Z)
         lam, S = lam[::-1], S[:, ::-1]
         V, Z = V @ S, Z @ S
@@ -168,8 +170,8 @@ def _factor_step(
     eig_it = 0
     if k > 0:
         sq = np.sqrt(D)
-        W = st.Rt / (sq[:, None] * np.sqrt(N))
-        lam, U, st.basis, eig_it = _top_eigenpairs(W, k, st.basis, rng, eig_maxiter, eig_rtol)
+        lam, U, st.basis, eig_it = _top_eigenpairs(
+            st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter, eig_rtol)
         F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
     else:
         lam = np.zeros(0)
@@ -182,14 +184,14 @@ def _factor_step(
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
     if D_acc is not None:
-        nll_acc = LowRankCovariance(F, D_acc).nll_per_row(st.Rt)
+        nll_acc = LowRankCovariance(F, D_acc).nll_per_row(st.Rt, rowsq=N * s)
         if nll_acc <= nll_F:
             st.F, st.D, st.nll = F, D_acc, nll_acc
             return eig_it, 0
     t, halvings = 1.0, 0
     while True:
         D_try = np.maximum(D + t * (D_target - D), floor)
-        nll_try = LowRankCovariance(F, D_try).nll_per_row(st.Rt)
+        nll_try = LowRankCovariance(F, D_try).nll_per_row(st.Rt, rowsq=N * s)
         if nll_try <= nll_F or halvings >= 30:
             break
         t *= 0.5
@@ -226,7 +228,7 @@ def _profile_lbfgs(
         D = np.exp(x)
         sq = np.sqrt(D)
         lam, U, st.basis, it = _top_eigenpairs(
-            st.Rt / (sq[:, None] * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
+            st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
         eig_total[0] += it
         big = lam > 1.0
         f = const + 0.5 * (np.sum(x) + np.sum(np.log(lam[big]) - lam[big] + 1.0)
@@ -243,10 +245,10 @@ def _profile_lbfgs(
     D = np.exp(res.x)
     sq = np.sqrt(D)
     lam, U, st.basis, _ = _top_eigenpairs(
-        st.Rt / (sq[:, None] * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
+        st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
     F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
     st.d_gap = _profile_gap(F, D, s, np.exp(lo))
-    nll = LowRankCovariance(F, D).nll_per_row(st.Rt)
+    nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=N * s)
     if nll <= st.nll:
         st.F, st.D, st.nll = F, D, nll
     return eig_total[0], int(res.nfev)

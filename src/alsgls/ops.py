@@ -131,15 +131,21 @@ class LowRankCovariance:
             return self.matvec(V[:, None])[:, 0]
         return V * self.D[:, None] + self.F @ (self.F.T @ V)
 
-    def quad_form_total(self, Rt: np.ndarray) -> float:
-        """``sum_i r_i' Sigma^-1 r_i`` for residuals ``Rt`` of shape (K, N)."""
-        Z = self.G.T @ Rt
-        return float(np.einsum("kn,kn->k", Rt, Rt) @ (1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
+    def quad_form_total(self, Rt: np.ndarray, rowsq: np.ndarray | None = None) -> float:
+        """``sum_i r_i' Sigma^-1 r_i`` for residuals ``Rt`` of shape (K, N).
 
-    def nll_per_row(self, Rt: np.ndarray) -> float:
-        """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)."""
+        ``rowsq`` (K,), if given, is ``sum_n Rt[j, n]**2`` (saves a pass).
+        """
+        if rowsq is None:
+            rowsq = np.einsum("kn,kn->k", Rt, Rt)
+        Z = self.G.T @ Rt
+        return float(rowsq @ (1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
+
+    def nll_per_row(self, Rt: np.ndarray, rowsq: np.ndarray | None = None) -> float:
+        """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)
+        (``rowsq`` as in :meth:`quad_form_total`)."""
         N = Rt.shape[1]
-        return 0.5 * (self.K * LOG_2PI + self.logdet) + 0.5 * self.quad_form_total(Rt) / N
+        return 0.5 * (self.K * LOG_2PI + self.logdet) + 0.5 * self.quad_form_total(Rt, rowsq) / N
 
     def to_dense(self) -> np.ndarray:
         """Dense ``Sigma`` (K, K).  For tests and small K only."""
