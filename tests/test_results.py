@@ -106,3 +106,16 @@ def test_information_criteria_and_scores(res):
     C = np.eye(1) + F.T @ (F / D[:, None])
     np.testing.assert_allclose(res.factor_scores.to_numpy(), R @ (F / D[:, None]) @ np.linalg.inv(C))
     assert res.system_rsquared < 1 and np.all(res.rsquared < 1)
+
+
+def test_summary_names_the_standard_error_method(monkeypatch):
+    """The header says whether SEs are exact or truncated (with the bound)."""
+    import alsgls.inference as inference
+    from alsgls import SUR, simulate_sur
+
+    Xs, Y, _ = simulate_sur(N=100, K=20, p=2, k=2, seed=0)
+    exact = SUR.from_arrays(Xs, Y, rank=2).fit().summary(max_equations=0).as_text()
+    assert "exact (Woodbury core)" in exact
+    monkeypatch.setattr(inference, "EXACT_CORE_LIMIT", 10)
+    lanczos = SUR.from_arrays(Xs, Y, rank=2).fit().summary(max_equations=0).as_text()
+    assert "Lanczos, var. bound" in lanczos

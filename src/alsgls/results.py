@@ -479,6 +479,13 @@ class SURResults:
         return _get_prediction(self, exog, data=data)
 
     # -- summary ------------------------------------------------------------
+    def _se_method_text(self) -> str:
+        """How the standard errors were computed: exact, or truncated with its bound."""
+        inf = self._inference
+        if inf.method == "exact":
+            return "exact (Woodbury core)"
+        return f"Lanczos, var. bound {inf.truncation_bound:.1e}"
+
     def summary(self, max_equations: int | None = 10, alpha: float = 0.05) -> Summary:
         """Summary with a system header and per-equation coefficient tables.
 
@@ -497,7 +504,8 @@ class SURResults:
                   ("Method", self.fit_result.method.upper()), ("Cov. estimator", self.cov_type),
                   ("Debiased", str(self.debiased)), ("Converged", str(self.converged)),
                   ("Iterations", str(self.iterations)),
-                  ("Heywood cases", str(int(self.fit_result.heywood.sum())))]
+                  ("Heywood cases", str(int(self.fit_result.heywood.sum()))),
+                  ("Std. errors", self._se_method_text())]
         show = d.K if max_equations is None else min(d.K, int(max_equations))
         b, se, t = (np.asarray(v) for v in (self.params, self.bse, self.tvalues))
         pv, ci = np.asarray(self.pvalues), np.asarray(self.conf_int(alpha))
