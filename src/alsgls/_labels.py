@@ -7,6 +7,15 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def require_pandas(feature: str = "this feature"):
+    """Import pandas or raise an ImportError that says how to install it."""
+    try:
+        import pandas
+    except ImportError as exc:  # pragma: no cover - depends on environment
+        raise ImportError(f"{feature} needs pandas: pip install 'alsgls[pandas]'") from exc
+    return pandas
+
+
 def _pandas():
     try:
         import pandas

@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
 
+from ._missing_validation import MISSING_POLICIES
 from ._validation import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix, has_nan
 from .als import als_gls
 from .ops import LOG_2PI, LowRankCovariance
@@ -320,7 +321,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         return self
 
     def _check_params(self) -> None:
-        if self.missing not in ("raise", "ml", "drop"):
+        if self.missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be 'raise', 'ml' or 'drop', got {self.missing!r}")
         r = self.rank
         ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0

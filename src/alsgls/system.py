@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from ._labels import require_pandas as import_pandas
 from ._missing_validation import (
     MISSING_POLICIES,
     MissingData,
@@ -38,17 +39,6 @@ __all__ = ["SUR", "Equation", "import_pandas", "import_formulaic"]
 UNBOUNDED_RTOL = 1e-8
 #: Skip the unboundedness check when ``N * P * min(N, P)`` exceeds this (flops).
 UNBOUNDED_CHECK_FLOPS = 2e10
-
-
-def import_pandas():
-    """Import pandas or raise an ImportError that says how to install it."""
-    try:
-        import pandas
-    except ImportError as exc:  # pragma: no cover - depends on environment
-        raise ImportError(
-            "this feature needs pandas: pip install 'alsgls[pandas]'"
-        ) from exc
-    return pandas
 
 
 def import_formulaic():

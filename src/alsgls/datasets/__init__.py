@@ -18,6 +18,8 @@ from __future__ import annotations
 from importlib import resources
 from typing import Any
 
+from .._labels import require_pandas
+
 __all__ = ["load", "grunfeld_equations", "NAMES"]
 
 NAMES = ("grunfeld", "fringe", "munnell")
@@ -43,10 +45,7 @@ def load(name: str) -> Any:
     """
     if name not in NAMES:
         raise ValueError(f"unknown data set {name!r}; choose one of {NAMES}")
-    try:
-        import pandas as pd
-    except ImportError as exc:  # pragma: no cover - exercised without pandas only
-        raise ImportError("alsgls.datasets needs pandas: pip install 'alsgls[pandas]'") from exc
+    pd = require_pandas("alsgls.datasets")
     with resources.files(__name__).joinpath(f"{name}.csv").open("r") as fh:
         return pd.read_csv(fh)
 
@@ -61,8 +60,7 @@ def grunfeld_equations() -> dict:
     >>> list(res.params.index[:3])
     ['GM_const', 'GM_value', 'GM_capital']
     """
-    import pandas as pd
-
+    pd = require_pandas("alsgls.datasets")
     df = load("grunfeld")
     eqs = {}
     for firm in GRUNFELD_FIRMS:
