@@ -119,3 +119,13 @@ def canonical_loadings(F: np.ndarray, D: np.ndarray) -> np.ndarray:
 def unpad_coefficients(theta: np.ndarray, p: np.ndarray) -> list:
     """(K, pmax) padded coefficients -> list of (p_j, 1) arrays."""
     return [theta[j, : p[j]].reshape(-1, 1).copy() for j in range(len(p))]
+
+
+def pad_coefficients(B: list, pmax: int) -> np.ndarray:
+    """List of K coefficient arrays (p_j,) or (p_j, 1) -> (K, pmax), zero-padded
+    (the inverse of :func:`unpad_coefficients`)."""
+    theta = np.zeros((len(B), pmax))
+    for j, b in enumerate(B):  # K small copies, outside any hot path
+        b = np.asarray(b, dtype=np.float64).ravel()
+        theta[j, : b.size] = b
+    return theta

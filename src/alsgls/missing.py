@@ -57,7 +57,7 @@ from ._missing_validation import (
 from ._missing_em import Problem, initial_point, run_em
 from .als import als_gls
 from .exceptions import ConvergenceWarning, HeywoodWarning
-from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
+from .fit_result import GLSFit, canonical_loadings, pad_coefficients, unpad_coefficients
 from .ops import LOG_2PI
 
 __all__ = [
@@ -229,13 +229,10 @@ def fit_missing(
 def _theta_from_B(B: list, p: np.ndarray) -> np.ndarray:
     if len(B) != len(p):
         raise ValueError(f"B has {len(B)} equations but the system has K={len(p)}")
-    theta = np.zeros((len(p), int(p.max())))
     for j, b in enumerate(B):
-        b = np.asarray(b, dtype=np.float64).ravel()
-        if b.size != p[j]:
-            raise ValueError(f"B[{j}] has {b.size} coefficients but Xs[{j}] has {int(p[j])} columns")
-        theta[j, : p[j]] = b
-    return theta
+        if np.size(b) != p[j]:
+            raise ValueError(f"B[{j}] has {np.size(b)} coefficients but Xs[{j}] has {int(p[j])} columns")
+    return pad_coefficients(B, int(p.max()))
 
 
 def _problem_at(Xs: Any, Y: Any, F: Any, D: Any, weights: Any) -> tuple[Problem, np.ndarray, np.ndarray]:

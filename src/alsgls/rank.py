@@ -37,6 +37,7 @@ import numpy as np
 from ._threads import blas_threads as _blas_threads
 from ._validation import SystemData, validate_system
 from .als import _ols, als_gls
+from .fit_result import pad_coefficients
 from .exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
 from .ops import block_jacobi_inverse, design_matvec
 
@@ -249,9 +250,7 @@ def _auto(data: SystemData, Rt: np.ndarray, lam: np.ndarray, kmax: int, tol: flo
     Xs = _designs(data, slice(None))
     for _ in range(AUTO_MAX_FITS):
         fit = _quiet_fit(Xs, data.Yt.T, r, tol, seed)
-        theta = np.zeros((K, data.pmax))
-        for j, b in enumerate(fit.B):
-            theta[j, : b.shape[0]] = b[:, 0]
+        theta = pad_coefficients(fit.B, data.pmax)
         R = data.Yt - design_matvec(data.X, theta)
         mu = _top_eigenvalues((R / np.sqrt(fit.D * N)[:, None]).T, kmax + ED_TAIL, seed)
         spectra.append(mu)
@@ -328,9 +327,7 @@ def _cross_validation(data: SystemData, kmax: int, n_folds: int, tol: float,
         for test in folds:
             train = np.setdiff1d(np.arange(N), test)
             fit = _quiet_fit(_designs(data, train), Y[train], k, tol, seed)
-            theta = np.zeros((data.K, data.pmax))
-            for j, b in enumerate(fit.B):
-                theta[j, : b.shape[0]] = b[:, 0]
+            theta = pad_coefficients(fit.B, data.pmax)
             Rt = data.Yt[:, test] - design_matvec(data.X[:, test, :], theta)
             total += fit.cov.nll_per_row(Rt) * test.size
         return total / N

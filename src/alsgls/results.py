@@ -18,7 +18,7 @@ import numpy as np
 from scipy import stats
 
 from ._labels import _frame, _series
-from .fit_result import GLSFit
+from .fit_result import GLSFit, pad_coefficients
 from .hypothesis import TestResult, _n_cov
 from .hypothesis import breusch_pagan as _breusch_pagan
 from .hypothesis import lr_test as _lr_test
@@ -92,10 +92,7 @@ class SURResults:
 
     @cached_property
     def _theta(self) -> np.ndarray:
-        th = np.zeros((self._data.K, self._data.pmax))
-        for j, b in enumerate(self.fit_result.B):
-            th[j, : b.shape[0]] = b[:, 0]
-        return th
+        return pad_coefficients(self.fit_result.B, self._data.pmax)
 
     @cached_property
     def _Rt(self) -> np.ndarray:
