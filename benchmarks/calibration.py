@@ -39,8 +39,8 @@ import numpy as np
 from scipy import stats
 
 from alsgls import simulate_sur
-from alsgls.results import SURResults
-from alsgls.system import SUR
+from alsgls.stats.results import SURResults
+from alsgls.stats.system import SUR
 
 
 def one_size(N: int, reps: int, K: int, p: int, k: int, seed: int) -> dict:

@@ -20,7 +20,7 @@ import numpy as np
 from sklearn.datasets import load_diabetes, load_linnerud
 from sklearn.model_selection import KFold
 
-from alsgls.estimator import ALSGLS
+from alsgls.learn.estimator import ALSGLS
 from alsgls.exceptions import HeywoodWarning
 
 # s1, s2 and s4 (total/LDL cholesterol and their ratio to HDL) are nearly

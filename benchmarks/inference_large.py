@@ -20,9 +20,10 @@ import tracemalloc
 
 import numpy as np
 
-from alsgls import inference, simulate_sur
-from alsgls.results import SURResults
-from alsgls.system import SUR
+from alsgls import simulate_sur
+from alsgls.stats import inference
+from alsgls.stats.results import SURResults
+from alsgls.stats.system import SUR
 
 
 def _timed(fn):

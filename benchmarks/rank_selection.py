@@ -29,7 +29,7 @@ import warnings
 import numpy as np
 
 from alsgls import als_gls
-from alsgls.rank import select_rank
+from alsgls.learn.rank import select_rank
 
 WEIGHTS = (4.0, 2.0, 1.0)
 

@@ -17,7 +17,7 @@ import tracemalloc
 import numpy as np
 
 from alsgls import simulate_sur
-from alsgls.system import SUR
+from alsgls.stats.system import SUR
 
 
 def main() -> None:
@@ -45,7 +45,7 @@ def main() -> None:
     print(f"fit:        {t_fit:7.2f} s  peak {peak_fit / 2**20:7.0f} MiB  ({res.iterations} sweeps)")
     print(f"model SEs:  {t_se:7.2f} s  peak {peak_se / 2**20:7.0f} MiB  (ratio to fit {t_se / t_fit:.2f})")
     if a.robust:
-        from alsgls.results import SURResults
+        from alsgls.stats.results import SURResults
         tracemalloc.reset_peak()
         t0 = time.perf_counter()
         SURResults(mod, res.fit_result, cov_type="robust").bse

@@ -2,7 +2,7 @@
 
 Everything here builds the full K x K Sigma and the full P x P GLS system with
 plain numpy, as a textbook would (Zellner 1962; Greene, Econometric Analysis,
-ch. 10), so that it shares no code path with alsgls.ops.
+ch. 10), so that it shares no code path with alsgls.core.ops.
 """
 
 from __future__ import annotations

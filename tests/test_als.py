@@ -14,9 +14,9 @@ from alsgls import (
     simulate_gls,
     simulate_sur,
 )
-from alsgls.als import _State, _beta_step, _residual_variances
-from alsgls._validation import validate_system
-from alsgls.ops import block_jacobi_inverse
+from alsgls.core.als import _State, _beta_step, _residual_variances
+from alsgls.core.problem import validate_system
+from alsgls.core.ops import block_jacobi_inverse
 
 from . import _oracles as orc
 

@@ -17,8 +17,8 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
 from alsgls import als_gls, simulate_gls, simulate_sur  # noqa: E402
-from alsgls.estimator import ALSGLS, ExactFitWarning, LowRankPrecision  # noqa: E402
-from alsgls.ops import LowRankCovariance  # noqa: E402
+from alsgls.learn.estimator import ALSGLS, ExactFitWarning, LowRankPrecision  # noqa: E402
+from alsgls.core.ops import LowRankCovariance  # noqa: E402
 
 #: Checks that cannot pass, with the reason (reported by check_estimator).
 EXPECTED_FAILED_CHECKS = {

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from alsgls import simulate_sur
-from alsgls.inference import GLSCovariance, dense_information
-from alsgls.system import SUR
+from alsgls.stats.inference import GLSCovariance, dense_information
+from alsgls.stats.system import SUR
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_robust_sandwich_equals_dense(k50):
     d = res.model.data
     rob = SUR.from_arrays([e.X for e in res.model.equations], d.Yt.T, rank=3)
     # reuse the fitted values: build the robust results on the same fit
-    from alsgls.results import SURResults
+    from alsgls.stats.results import SURResults
     r2 = SURResults(rob, res.fit_result, cov_type="robust")
     R = d.Yt - np.einsum("knp,kp->kn", d.X, r2._theta)
     W = res.sigma.inverse_to_dense() @ R                     # (K, N)

@@ -19,9 +19,9 @@ import pytest
 
 from alsgls import simulate_sur
 from alsgls.exceptions import ConvergenceWarning
-from alsgls.inference import GLSCovariance
-from alsgls.ops import LowRankCovariance
-from alsgls.system import SUR
+from alsgls.stats.inference import GLSCovariance
+from alsgls.core.ops import LowRankCovariance
+from alsgls.stats.system import SUR
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +111,7 @@ def test_auto_dispatch_and_exact_unchanged(fitted, monkeypatch):
     ex = GLSCovariance(d.X, d.p, cov, Rt)
     assert ex.method == "exact"
     before = ex.diagonal_blocks.copy()
-    from alsgls import inference
+    from alsgls.stats import inference
     monkeypatch.setattr(inference, "EXACT_CORE_LIMIT", d.N * cov.k - 1)
     auto = GLSCovariance(d.X, d.p, cov, Rt)
     assert auto.method == "lanczos"

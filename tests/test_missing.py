@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 
 from alsgls import als_gls, simulate_sur
 from alsgls.exceptions import HeywoodWarning
-from alsgls.missing import (
+from alsgls.core.missing import (
     MissingDataWarning,
     als_gls_missing,
     fit_missing,
@@ -311,8 +311,8 @@ def test_observed_gradient_matches_dense_and_finite_differences():
     """Problem.nll_grad (batched per-row cores) = the dense oracle's analytic
     gradient (same mathematics two ways: rtol 1e-9) and central differences
     (h = 1e-6: truncation + round-off about 1e-8 relative)."""
-    from alsgls._missing_em import Problem, pack, unpack
-    from alsgls._missing_validation import validate_missing_system
+    from alsgls.core.missing_em import Problem, pack, unpack
+    from alsgls.core._missing_validation import validate_missing_system
 
     Xs, Y, _ = simulate_sur(N=60, K=7, p=3, k=2, seed=21)
     Xs[1] = Xs[1][:, :2]                                  # unequal p_j (padding)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from alsgls import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
-from alsgls._validation import validate_system
-from alsgls.ops import apply_block, block_jacobi_inverse, gls_gradient, normal_matvec
+from alsgls.core.problem import validate_system
+from alsgls.core.ops import apply_block, block_jacobi_inverse, gls_gradient, normal_matvec
 
 from ._oracles import block_diag_design, dense_nll_per_row
 

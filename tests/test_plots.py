@@ -10,8 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 
 from alsgls import als_gls, simulate_sur  # noqa: E402
-from alsgls.plots import cluster_order, loadings_heatmap, nll_trace_plot, scree_plot  # noqa: E402
-from alsgls.rank import select_rank  # noqa: E402
+from alsgls.learn.plots import cluster_order, loadings_heatmap, nll_trace_plot, scree_plot  # noqa: E402
+from alsgls.learn.rank import select_rank  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_scree_plot(system):
 
 def test_scree_plot_from_estimator_and_given_axes(system):
     pytest.importorskip("sklearn")
-    from alsgls.estimator import ALSGLS
+    from alsgls.learn.estimator import ALSGLS
 
     Xs, Y, _ = system
     fig, ax = plt.subplots()

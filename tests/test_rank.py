@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alsgls import als_gls, simulate_sur
-from alsgls.rank import (
+from alsgls.learn.rank import (
     RankSelection,
     _onatski_ed,
     _top_eigenvalues,

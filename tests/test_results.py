@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from alsgls import simulate_sur
-from alsgls.system import SUR
+from alsgls.stats.system import SUR
 
 pd = pytest.importorskip("pandas")
 
@@ -26,7 +26,7 @@ def test_summary_renders(res):
 
 
 def test_summary_truncates_large_systems(monkeypatch):
-    monkeypatch.setattr("alsgls.results.FULL_COV_LIMIT", 500)
+    monkeypatch.setattr("alsgls.stats.results.FULL_COV_LIMIT", 500)
     Xs, Y, _ = simulate_sur(N=60, K=300, p=2, k=2, seed=1)
     r = SUR.from_arrays(Xs, Y, rank=2).fit(tol=1e-8)
     text = r.summary().as_text()
@@ -110,7 +110,7 @@ def test_information_criteria_and_scores(res):
 
 def test_summary_names_the_standard_error_method(monkeypatch):
     """The header says whether SEs are exact or truncated (with the bound)."""
-    import alsgls.inference as inference
+    import alsgls.stats.inference as inference
     from alsgls import SUR, simulate_sur
 
     Xs, Y, _ = simulate_sur(N=100, K=20, p=2, k=2, seed=0)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from alsgls import simulate_sur
-from alsgls.system import SUR
+from alsgls.stats.system import SUR
 
 from ._sur_data import load, reference_series
 

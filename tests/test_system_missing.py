@@ -13,10 +13,10 @@ import pytest
 
 from alsgls import simulate_sur
 from alsgls.exceptions import MissingDataWarning
-from alsgls.inference import GLSCovariance
-from alsgls.missing import fit_missing, observed_nll_per_row
-from alsgls.ops import LowRankCovariance
-from alsgls.system import SUR
+from alsgls.stats.inference import GLSCovariance
+from alsgls.core.missing import fit_missing, observed_nll_per_row
+from alsgls.core.ops import LowRankCovariance
+from alsgls.stats.system import SUR
 
 
 def dense_observed(X, p, F, D, mask, w, R=None):

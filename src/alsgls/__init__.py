@@ -6,31 +6,33 @@ k << K) and never formed densely on the main path.
 
 from __future__ import annotations
 
-from . import datasets
-from .als import als_gls
-from .em import em_gls
-from .exceptions import (
-    ConvergenceWarning,
-    HeywoodWarning,
-    IdentificationWarning,
-    MissingDataWarning,
-)
-from .fit_result import GLSFit
-from .metrics import mse, nll_per_row
-from .missing import (
+from . import _compat, datasets
+from .core.als import als_gls
+from .core.em import em_gls
+from .core.fit_result import GLSFit
+from .core.metrics import mse, nll_per_row
+from .core.missing import (
     MissingGLSFit,
     als_gls_missing,
     fit_missing,
     impute,
     observed_nll_per_row,
 )
-from .ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
-from .hypothesis import TestResult
-from .inference import GLSCovariance
-from .rank import RankSelection, select_rank
-from .results import PredictionResults, SURResults
-from .sim import SimTruth, simulate_gls, simulate_sur
-from .system import SUR
+from .core.ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
+from .core.sim import SimTruth, simulate_gls, simulate_sur
+from .exceptions import (
+    ConvergenceWarning,
+    HeywoodWarning,
+    IdentificationWarning,
+    MissingDataWarning,
+)
+from .learn.rank import RankSelection, select_rank
+from .stats.hypothesis import TestResult
+from .stats.inference import GLSCovariance
+from .stats.results import PredictionResults, SURResults
+from .stats.system import SUR
+
+_compat.install()
 
 __version__ = "0.1.0"
 
@@ -71,7 +73,7 @@ def __getattr__(name: str):
     """Import the scikit-learn estimator lazily: ``import alsgls`` never imports
     scikit-learn; ``alsgls.ALSGLS`` does (and says how to install it if missing)."""
     if name == "ALSGLS":
-        from .estimator import ALSGLS
+        from .learn.estimator import ALSGLS
 
         return ALSGLS
     raise AttributeError(f"module 'alsgls' has no attribute {name!r}")

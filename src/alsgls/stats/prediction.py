@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from ._labels import _frame
-from .ops import design_matvec
+from .._labels import _frame
+from ..core.ops import design_matvec
 
 __all__ = ["PredictionResults", "get_prediction", "new_designs"]
 

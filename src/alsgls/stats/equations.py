@@ -13,7 +13,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._missing_validation import _as_float_nan_ok
+from ..core._missing_validation import _as_float_nan_ok
 
 __all__ = ["Equation", "build_equations"]
 

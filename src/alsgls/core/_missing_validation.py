@@ -14,9 +14,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .exceptions import MissingDataWarning
+from ..exceptions import MissingDataWarning
 
-from ._validation import (
+from .problem import (
     SystemData,
     as_float_matrix,
     check_designs,

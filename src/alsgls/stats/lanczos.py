@@ -39,8 +39,8 @@ from functools import cached_property
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
 
-from .exceptions import ConvergenceWarning
-from ._threads import single_blas_thread
+from ..exceptions import ConvergenceWarning
+from .._threads import single_blas_thread
 
 __all__ = ["EigenCorrectionMixin", "EigenCorrectionInfo", "SolveInfo"]
 

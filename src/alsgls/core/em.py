@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from ._threads import blas_threads as _blas_threads
-from ._validation import SystemData, check_residual_variance, validate_system
-from .exceptions import ConvergenceWarning
+from .._threads import blas_threads as _blas_threads
+from .problem import SystemData, check_residual_variance, validate_system
+from ..exceptions import ConvergenceWarning
 from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
 from .ops import LOG_2PI
 

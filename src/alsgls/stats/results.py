@@ -17,14 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from ._labels import _frame, _series
-from .fit_result import GLSFit, pad_coefficients
+from .._labels import _frame, _series
+from ..core.fit_result import GLSFit, pad_coefficients
 from .hypothesis import TestResult, _n_cov
 from .hypothesis import breusch_pagan as _breusch_pagan
 from .hypothesis import lr_test as _lr_test
 from .hypothesis import wald_test as _wald_test
 from .inference import GLSCovariance
-from .ops import LowRankCovariance, design_matvec
+from ..core.ops import LowRankCovariance, design_matvec
 from .prediction import PredictionResults
 from .prediction import get_prediction as _get_prediction
 from .summary import EquationTable, Summary

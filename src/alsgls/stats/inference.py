@@ -58,12 +58,12 @@ from functools import cached_property
 import numpy as np
 from scipy.linalg import LinAlgError, cholesky, solve_triangular
 
-from ._eigencorrection import (  # noqa: F401  (re-exported)
+from .lanczos import (  # noqa: F401  (re-exported)
     CONV_FACTOR, EIGEN_MAX_RANK, EIGEN_TOL, SOLVE_BATCH, SOLVE_RTOL, EigenCorrectionInfo,
     EigenCorrectionMixin, SolveInfo,
 )
-from ._threads import single_blas_thread
-from .ops import LowRankCovariance
+from .._threads import single_blas_thread
+from ..core.ops import LowRankCovariance
 
 __all__ = ["GLSCovariance", "EXACT_CORE_LIMIT", "EigenCorrectionInfo", "SolveInfo"]
 

@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._threads import blas_threads as _blas_threads
-from ._validation import SystemData, validate_system
-from .als import _ols, als_gls
-from .fit_result import pad_coefficients
-from .exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
-from .ops import block_jacobi_inverse, design_matvec
+from .._threads import blas_threads as _blas_threads
+from ..core.problem import SystemData, validate_system
+from ..core.als import _ols, als_gls
+from ..core.fit_result import pad_coefficients
+from ..exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
+from ..core.ops import block_jacobi_inverse, design_matvec
 
 __all__ = ["RankSelection", "select_rank", "max_identifiable_rank", "RANK_METHODS"]
 

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ._labels import require_pandas as import_pandas
-from ._missing_validation import (
+from .._labels import require_pandas as import_pandas
+from ..core._missing_validation import (
     MISSING_POLICIES,
     MissingData,
     _as_float_nan_ok,
@@ -25,12 +25,12 @@ from ._missing_validation import (
     check_weights,
     validate_missing_system,
 )
-from ._system_input import Equation, build_equations
-from ._validation import SystemData, check_rank, validate_system
-from .als import als_gls
-from .em import em_gls
-from .exceptions import IdentificationWarning
-from .missing import fit_missing
+from .equations import Equation, build_equations
+from ..core.problem import SystemData, check_rank, validate_system
+from ..core.als import als_gls
+from ..core.em import em_gls
+from ..exceptions import IdentificationWarning
+from ..core.missing import fit_missing
 
 __all__ = ["SUR", "Equation", "import_pandas", "import_formulaic"]
 

@@ -54,9 +54,9 @@ from ._missing_validation import (
     check_weights,
     validate_missing_system,
 )
-from ._missing_em import Problem, initial_point, run_em
+from .missing_em import Problem, initial_point, run_em
 from .als import als_gls
-from .exceptions import ConvergenceWarning, HeywoodWarning
+from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .fit_result import GLSFit, canonical_loadings, pad_coefficients, unpad_coefficients
 from .ops import LOG_2PI
 

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from ._threads import blas_threads as _blas_threads
-from ._validation import SystemData, check_residual_variance, has_nan, validate_system
-from .exceptions import ConvergenceWarning, HeywoodWarning
+from .._threads import blas_threads as _blas_threads
+from .problem import SystemData, check_residual_variance, has_nan, validate_system
+from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
 from .ops import (
     LowRankCovariance,

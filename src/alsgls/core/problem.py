@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .exceptions import IdentificationWarning
+from ..exceptions import IdentificationWarning
 
 __all__ = ["SystemData", "validate_system", "check_rank", "as_float_matrix"]
 

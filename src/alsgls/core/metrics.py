@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import as_float_matrix
+from .problem import as_float_matrix
 from .ops import LowRankCovariance
 
 __all__ = ["mse", "nll_per_row"]

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .fit_result import GLSFit
+from ..core.fit_result import GLSFit
 from .rank import RankSelection
 
 __all__ = ["scree_plot", "nll_trace_plot", "loadings_heatmap"]

@@ -37,10 +37,10 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
 
-from ._missing_validation import MISSING_POLICIES
-from ._validation import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix, has_nan
-from .als import als_gls
-from .ops import LOG_2PI, LowRankCovariance
+from ..core._missing_validation import MISSING_POLICIES
+from ..core.problem import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix, has_nan
+from ..core.als import als_gls
+from ..core.ops import LOG_2PI, LowRankCovariance
 from .rank import RANK_METHODS, RankSelection, max_identifiable_rank, select_rank
 
 __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]

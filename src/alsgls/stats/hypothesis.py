@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
-from ._labels import _pandas
-from .exceptions import MissingDataWarning
+from .._labels import _pandas
+from ..exceptions import MissingDataWarning
 
 __all__ = ["TestResult", "parse_restrictions", "restriction_matrix"]
 
