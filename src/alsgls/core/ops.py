@@ -25,6 +25,12 @@ from scipy.sparse.linalg import LinearOperator
 
 __all__ = [
     "LowRankCovariance",
+    "triangular_inverse",
+    "row_core_inverse",
+    "lawley_loadings",
+    "orthonormalize",
+    "top_eigenpairs",
+    "CoefficientLayout",
     "design_matvec",
     "design_rmatvec",
     "BlockDesignOperator",
@@ -157,6 +163,182 @@ class LowRankCovariance:
 
     def __repr__(self) -> str:
         return f"LowRankCovariance(K={self.K}, k={self.k})"
+
+
+# --------------------------------------------------------------------------
+# Small shared kernels: one implementation of each piece of mathematics
+# --------------------------------------------------------------------------
+
+def triangular_inverse(L: np.ndarray) -> np.ndarray:
+    """Inverses of lower-triangular matrices ``L`` (..., m, m), batched.
+
+    The inverse of a triangular matrix is triangular with the reciprocal
+    diagonal, so ``log|C| = -2 sum log diag(L^-1)`` for ``C = L L'``.
+    """
+    m = L.shape[-1]
+    return np.linalg.solve(L, np.broadcast_to(np.eye(m), L.shape))
+
+
+def row_core_inverse(F: np.ndarray, D: np.ndarray, O: np.ndarray) -> np.ndarray:
+    """``L_i^-1`` for the per-row Woodbury cores ``C_i = I + F_O' Psi_O^-1 F_O = L_i L_i'``.
+
+    Parameters
+    ----------
+    F : ndarray, shape (K, k)
+    D : ndarray, shape (K,)
+    O : ndarray, shape (K, n)
+        Observation weights of the equations in each of ``n`` rows (1.0
+        observed, 0.0 missing; a row of missingness *patterns* works too).
+
+    Returns
+    -------
+    ndarray, shape (n, k, k)
+        Lower-triangular ``L_i^-1``; ``C_i^-1 = L_i^-T L_i^-1``.  All cores come
+        from one GEMM ``O' [F_j F_j' / D_j]_j`` (n x K times K x k^2).
+    """
+    K, k = F.shape
+    FD = F / D[:, None]
+    outer = (FD[:, :, None] * F[:, None, :]).reshape(K, k * k)
+    C = (O.T @ outer).reshape(O.shape[1], k, k)
+    C[:, np.arange(k), np.arange(k)] += 1.0
+    return triangular_inverse(np.linalg.cholesky(C))
+
+
+def lawley_loadings(U: np.ndarray, lam: np.ndarray, D: np.ndarray,
+                    min_excess: float = 0.0) -> np.ndarray:
+    """Loadings ``F = D^1/2 U diag(max(lam - 1, min_excess))^1/2`` from the top
+    eigenpairs ``(lam, U)`` of the ``D``-whitened residual covariance.
+
+    With ``min_excess = 0`` this is the exact maximiser of the likelihood over
+    F given D (Lawley & Maxwell, 1971); a positive ``min_excess`` keeps every
+    factor alive in a starting point.
+    """
+    return np.sqrt(D)[:, None] * U * np.sqrt(np.maximum(lam - 1.0, min_excess))
+
+
+def orthonormalize(W: np.ndarray, basis: np.ndarray | None = None,
+                   drop: float = 0.0) -> np.ndarray:
+    """Orthonormal basis of the columns of the tall ``W`` (n, m), orthogonal to the
+    orthonormal columns of ``basis`` when given.
+
+    Projects out ``basis`` and orthonormalises through the Gram matrix, twice
+    (a second pass restores orthogonality to working precision).  Directions
+    with singular value below ``drop`` (absolute, first pass) or 1e-7 of the
+    largest (the reach of a Gram-based step) are discarded, so the result may
+    have fewer than ``m`` columns.
+    """
+    for step in range(2):
+        if basis is not None and basis.shape[1]:
+            W = W - basis @ (basis.T @ W)
+        s2, E = np.linalg.eigh(W.T @ W)
+        top = float(s2[-1]) if s2.size else 0.0
+        keep = (s2 > (drop if step == 0 else 0.0) ** 2) & (s2 > 1e-14 * top) & (s2 > 0)
+        W = W @ (E[:, keep] / np.sqrt(s2[keep]))
+    return W
+
+
+def top_eigenpairs(
+    Rt: np.ndarray, scale: np.ndarray, k: int, *, basis: np.ndarray | None,
+    rng: np.random.Generator, maxiter: int, rtol: float, oversample: int = 8,
+    dense_limit: int = 64,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
+    """Top-k eigenpairs of ``W W'`` for ``W = diag(scale) Rt`` (K, N), without
+    forming K x K (nor W itself: ``W W' V = scale * (Rt (Rt' (scale * V)))``).
+
+    Block subspace iteration on ``k + oversample`` columns with Rayleigh-Ritz,
+    warm-started from ``basis``, until every wanted Ritz residual is below
+    ``rtol * max(lam_1, 1)`` or ``maxiter`` iterations; a thin SVD when
+    ``min(K, N)`` is small (at most ``max(dense_limit, 2 (k + oversample))``).
+
+    Returns
+    -------
+    lam : ndarray (k,)
+        Eigenvalues, decreasing.
+    U : ndarray (K, k)
+        Eigenvectors.
+    basis : ndarray (K, k + oversample) or None
+        Warm start for the next call (None after the dense path).
+    iterations : int
+        Subspace iterations performed (0 for the dense path).
+    """
+    K, N = Rt.shape
+    b = min(k + oversample, K, N)
+    if min(K, N) <= max(dense_limit, 2 * b):
+        U, s, _ = np.linalg.svd(scale[:, None] * Rt, full_matrices=False)
+        return s[:k] ** 2, U[:, :k], None, 0
+    if basis is None or basis.shape[1] != b:
+        basis, _ = np.linalg.qr(rng.standard_normal((K, b)))
+    V = basis
+    sc = scale[:, None]
+    lam = np.zeros(b)
+    for it in range(1, maxiter + 1):
+        Z = sc * (Rt @ (Rt.T @ (sc * V)))
+        lam, S = np.linalg.eigh(V.T @ Z)
+        lam, S = lam[::-1], S[:, ::-1]
+        V, Z = V @ S, Z @ S
+        res = np.linalg.norm(Z[:, :k] - V[:, :k] * lam[:k], axis=0)
+        if np.all(res <= rtol * max(lam[0], 1.0)):
+            return lam[:k], V[:, :k], V, it
+        V, _ = np.linalg.qr(Z)
+    return lam[:k], V[:, :k], V, maxiter
+
+
+class CoefficientLayout:
+    """The one map between the coefficient layouts.
+
+    The solvers work on a padded ``(K, pmax)`` array ``theta`` (zeros past
+    ``p_j``); users see a list of K ``(p_j, 1)`` arrays ``B``; the statistics
+    layer a flat vector of length ``P = sum p_j``, equation by equation.
+
+    Parameters
+    ----------
+    p : array_like of int, shape (K,)
+        Regressors per equation.
+    """
+
+    def __init__(self, p: np.ndarray) -> None:
+        self.p = np.asarray(p, dtype=np.int64)
+        self.K = int(self.p.size)
+        self.pmax = int(self.p.max()) if self.K else 0
+        self.P = int(self.p.sum())
+        #: equation and column of each flat coefficient (P,)
+        self.eq = np.repeat(np.arange(self.K), self.p)
+        self.col = (np.arange(self.P) - np.repeat(np.cumsum(self.p) - self.p, self.p)
+                    if self.K else np.zeros(0, np.int64))
+
+    @property
+    def mask(self) -> np.ndarray:
+        """Boolean (K, pmax): True where a coefficient exists."""
+        return np.arange(self.pmax)[None, :] < self.p[:, None]
+
+    def unpad(self, theta: np.ndarray) -> list:
+        """(K, pmax) -> list of K (p_j, 1) arrays (copies)."""
+        return [theta[j, : self.p[j]].reshape(-1, 1).copy() for j in range(self.K)]
+
+    def pad(self, B: list, name: str = "B") -> np.ndarray:
+        """List of K arrays (p_j,) or (p_j, 1) -> (K, pmax), zero-padded; checks sizes."""
+        if len(B) != self.K:
+            raise ValueError(f"{name} has {len(B)} equations but the system has K={self.K}")
+        sizes = np.array([np.size(b) for b in B])
+        bad = np.flatnonzero(sizes != self.p)
+        if bad.size:
+            j = int(bad[0])
+            raise ValueError(f"{name}[{j}] has {sizes[j]} coefficients but equation {j} "
+                             f"has {int(self.p[j])} regressors")
+        flat = np.concatenate([np.asarray(b, dtype=np.float64).ravel() for b in B]) \
+            if self.K else np.zeros(0)
+        return self.unflatten(flat)
+
+    def flatten(self, theta: np.ndarray) -> np.ndarray:
+        """(K, pmax[, m]) -> (P[, m]) flat, equation by equation."""
+        return theta[self.eq, self.col]
+
+    def unflatten(self, v: np.ndarray) -> np.ndarray:
+        """(P[, m]) flat -> (K, pmax[, m]) padded with zeros."""
+        v = np.asarray(v, dtype=np.float64)
+        theta = np.zeros((self.K, self.pmax) + v.shape[1:])
+        theta[self.eq, self.col] = v
+        return theta
 
 
 # --------------------------------------------------------------------------
