@@ -39,7 +39,6 @@ import numpy as np
 from scipy import stats
 
 from alsgls import simulate_sur
-from alsgls.stats.results import SURResults
 from alsgls.stats.system import SUR
 
 
@@ -60,8 +59,7 @@ def one_size(N: int, reps: int, K: int, p: int, k: int, seed: int) -> dict:
             res = mod.fit(tol=1e-9)
         est.append(res.params.to_numpy())
         se["unadjusted"].append(res.bse.to_numpy())
-        rob = SURResults(mod, res.fit_result, cov_type="robust")
-        rob._inference = res._inference  # same fit and data: reuse the factored core
+        rob = res.with_cov_type("robust")  # same fit and data: reuses the factored core
         se["robust"].append(rob.bse.to_numpy())
         se["debiased"].append(res.bse.to_numpy() * np.sqrt(N / (N - p)))
     est = np.array(est)

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 from alsgls import als_gls, simulate_sur
-from alsgls.core.missing import MissingDataWarning, als_gls_missing
+from alsgls import MissingDataWarning, als_gls_missing
 
 
 def batched_ols(Xs: list, Y: np.ndarray) -> np.ndarray:

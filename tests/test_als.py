@@ -15,7 +15,7 @@ from alsgls import (
     simulate_sur,
 )
 from alsgls.core.als import _State, _beta_step, _residual_variances
-from alsgls.core.problem import validate_system
+from alsgls.core.problem import build_problem
 from alsgls.core.ops import block_jacobi_inverse
 
 from . import _oracles as orc
@@ -132,10 +132,10 @@ def test_full_rank_equals_iterated_fgls():
 
 def test_beta_step_with_known_sigma_is_dense_gls(small_system):
     Xs, Y, truth = small_system
-    data, k, gram = validate_system(Xs, Y, 2)
+    data = build_problem(Xs, Y)
     theta = np.zeros((data.K, data.pmax))
     st = _State(theta=theta, Rt=data.Yt.copy(), F=truth.F, D=truth.D)
-    _beta_step(st, data, gram, block_jacobi_inverse(gram), 1e-26, 0.0, 500)
+    _beta_step(st, data, block_jacobi_inverse(data.gram), 1e-26, 0.0, 500)
     beta = np.concatenate([st.theta[j, :p] for j, p in enumerate(data.p)])
     np.testing.assert_allclose(beta, orc.dense_gls(Xs, Y, truth.cov.to_dense()), rtol=1e-8)
     # residuals were tracked through CG without drift

@@ -1,9 +1,12 @@
 """Matrix-free coefficient covariance against dense textbook formulas."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from alsgls import simulate_sur
+from alsgls.core.ops import LowRankCovariance, row_core_inverse
 from alsgls.stats.inference import GLSCovariance, dense_information
 from alsgls.stats.system import SUR
 
@@ -86,3 +89,30 @@ def test_debiased_scales_and_uses_t(small_system):
     N, p = Y.shape[0], Xs[0].shape[1]
     np.testing.assert_allclose(b.bse, a.bse * np.sqrt(N / (N - p)), rtol=1e-12)
     assert np.all(b.pvalues >= a.pvalues - 1e-15)
+
+
+def test_from_problem_equals_constructor():
+    # a masked, weighted problem record (duck-typed: X zero where missing, O (K, N) float)
+    rng = np.random.default_rng(5)
+    K, N, pm, k = 12, 60, 3, 2
+    p = np.full(K, pm)
+    p[3] = 2
+    X = rng.standard_normal((K, N, pm))
+    X[3, :, 2] = 0.0
+    mask = rng.random((N, K)) > 0.25
+    O = mask.T.astype(np.float64)
+    w = rng.uniform(0.3, 2.0, N)
+    cov = LowRankCovariance(rng.standard_normal((K, k)), rng.uniform(0.5, 1.5, K))
+    R = rng.standard_normal((K, N))
+    prob = SimpleNamespace(X=X * O[:, :, None], p=p, O=O, w=w)
+    a = GLSCovariance.from_problem(prob, cov, R * O, method="exact")
+    b = GLSCovariance(np.where(mask.T[:, :, None], X, np.nan), p, cov,
+                      np.where(mask.T, R, np.nan), mask=mask, weights=w, method="exact")
+    np.testing.assert_array_equal(a.diagonal_blocks, b.diagonal_blocks)
+    np.testing.assert_array_equal(a.robust_diagonal_blocks, b.robust_diagonal_blocks)
+    # the per-row cores are public, the one kernel of ops
+    np.testing.assert_array_equal(a.row_core_inverse, row_core_inverse(cov.F, cov.D, O))
+    # nothing missing, no weights: the balanced path
+    full = GLSCovariance.from_problem(SimpleNamespace(X=X, p=p, O=None, w=None), cov, R)
+    assert full.obs is None and full.row_core_inverse is None
+    np.testing.assert_array_equal(full.diagonal_blocks, GLSCovariance(X, p, cov, R).diagonal_blocks)

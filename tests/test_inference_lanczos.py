@@ -19,7 +19,8 @@ import pytest
 
 from alsgls import simulate_sur
 from alsgls.exceptions import ConvergenceWarning
-from alsgls.stats.inference import GLSCovariance
+from alsgls.stats.inference import DesignFactors, GLSCovariance
+from alsgls.stats.lanczos import LanczosCorrection
 from alsgls.core.ops import LowRankCovariance
 from alsgls.stats.system import SUR
 
@@ -154,3 +155,31 @@ def test_no_factors_and_identical_designs():
         la = GLSCovariance(d.X, d.p, res.sigma, method="lanczos")
         np.testing.assert_allclose(_variances(la), _variances(ex), rtol=1e-8)
     assert la.truncation_bound < 1e-12
+
+
+class _PublicOnly:
+    """The factors record with its private attributes hidden."""
+
+    def __init__(self, factors):
+        self._factors = factors
+
+    def __getattr__(self, name):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._factors, name)
+
+
+def test_lanczos_strategy_needs_only_the_public_factors(masked):
+    # built from the factors record alone, through its public interface only,
+    # it is the strategy GLSCovariance delegates to
+    X, p, cov, R, mask, w = masked
+    inf = GLSCovariance(X, p, cov, R, mask=mask, weights=w, method="lanczos", tol=1e-3)
+    la = LanczosCorrection(_PublicOnly(DesignFactors(X, p, cov, mask=mask, weights=w)),
+                           tol=1e-3)
+    assert la.method == inf.method == "lanczos"
+    np.testing.assert_array_equal(la.diagonal_blocks(), inf.diagonal_blocks)
+    np.testing.assert_array_equal(la.variance_bounds, inf.variance_bounds)
+    assert la.truncation_bound == inf.truncation_bound
+    Z = np.random.default_rng(1).standard_normal((inf.K, inf.pmax, 2)) * inf.mask[:, :, None]
+    np.testing.assert_array_equal(la.solve(Z), inf.solve(Z))
+    assert la.solve_info == inf.solve_info and la.eigen_info.rank == inf.eigen_info.rank

@@ -13,7 +13,7 @@ from scipy.optimize import minimize
 
 from alsgls import als_gls, simulate_sur
 from alsgls.exceptions import HeywoodWarning
-from alsgls.core.missing import (
+from alsgls import (
     MissingDataWarning,
     als_gls_missing,
     fit_missing,
@@ -311,15 +311,16 @@ def test_observed_gradient_matches_dense_and_finite_differences():
     """Problem.nll_grad (batched per-row cores) = the dense oracle's analytic
     gradient (same mathematics two ways: rtol 1e-9) and central differences
     (h = 1e-6: truncation + round-off about 1e-8 relative)."""
-    from alsgls.core.missing_em import Problem, pack, unpack
-    from alsgls.core._missing_validation import validate_missing_system
+    from alsgls.core.missing_em import EMProblem, pack, unpack
+    from alsgls.core.problem import build_problem
 
     Xs, Y, _ = simulate_sur(N=60, K=7, p=3, k=2, seed=21)
     Xs[1] = Xs[1][:, :2]                                  # unequal p_j (padding)
     Y = random_missing(Y, 0.25, seed=22)
     w = np.random.default_rng(23).uniform(0.2, 3.0, 60)
-    data, _, s = validate_missing_system(Xs, Y, 2, w)
-    prob = Problem(data, 2, 1e-6 * s)
+    data = build_problem(Xs, Y, weights=w)
+    s = data.residual_variances(data.ols()[1])
+    prob = EMProblem(data, 2, 1e-6 * s)
     rng = np.random.default_rng(24)
     theta = rng.standard_normal((7, 3)) * (np.arange(3) < data.p[:, None])
     F, D = rng.standard_normal((7, 2)), rng.uniform(0.3, 2.0, 7)

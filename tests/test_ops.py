@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from alsgls import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
-from alsgls.core.problem import validate_system
+from alsgls.core.problem import build_problem
 from alsgls.core.ops import apply_block, block_jacobi_inverse, gls_gradient, normal_matvec
 
 from ._oracles import block_diag_design, dense_nll_per_row
@@ -47,8 +47,8 @@ def test_zero_rank_and_bad_arguments():
 def _system(rng, K=5, N=30, ps=(2, 3, 1, 2, 3)):
     Xs = [rng.standard_normal((N, p)) for p in ps]
     Y = rng.standard_normal((N, K))
-    data, _, gram = validate_system(Xs, Y, 1)
-    return Xs, Y, data, gram
+    data = build_problem(Xs, Y)
+    return Xs, Y, data, data.gram
 
 
 def test_design_operator_matches_dense_and_adjoint(rng):

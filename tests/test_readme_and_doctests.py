@@ -8,7 +8,7 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CORE_MODULES = ["core.ops", "core.als", "core.em", "core.sim", "core.metrics", "core.missing", "datasets"]
+CORE_MODULES = ["core.ops", "core.api", "core.sim", "core.metrics", "core.problem", "core.options", "datasets"]
 
 
 def python_blocks(path: pathlib.Path) -> list[str]:

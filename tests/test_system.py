@@ -65,9 +65,12 @@ def test_munnell_unrestricted_has_no_mle_but_low_rank_fits():
 def test_labels_flow_into_outputs():
     _, eqs = load("grunfeld")
     mod = SUR(eqs, rank=1)
-    # solver warnings/errors are re-emitted with equation positions replaced by labels
-    assert mod._name_equations("Xs[3] is rank deficient; equation 4") == \
-        "equation 'WE' is rank deficient; equation 'US'"
+    # errors name equations by label from the start (no message rewriting)
+    bad = dict(eqs)
+    y, X = bad["WE"][0], np.asarray(bad["WE"][1], dtype=float)
+    bad["WE"] = (y, np.column_stack([X, X[:, 1]]))
+    with pytest.raises(ValueError, match="equation 'WE': exog is rank deficient"):
+        SUR(bad, rank=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a possible Heywood case is not the point here
         res = mod.fit()

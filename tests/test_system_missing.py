@@ -14,7 +14,7 @@ import pytest
 from alsgls import simulate_sur
 from alsgls.exceptions import MissingDataWarning
 from alsgls.stats.inference import GLSCovariance
-from alsgls.core.missing import fit_missing, observed_nll_per_row
+from alsgls import fit_missing, observed_nll_per_row
 from alsgls.core.ops import LowRankCovariance
 from alsgls.stats.system import SUR
 

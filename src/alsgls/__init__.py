@@ -7,17 +7,10 @@ k << K) and never formed densely on the main path.
 from __future__ import annotations
 
 from . import _compat, datasets
-from .core.als import als_gls
-from .core.em import em_gls
-from .core.fit_result import GLSFit
+from .core.api import als_gls, als_gls_missing, em_gls, fit_missing, impute, observed_nll_per_row
+from .core.fit_result import GLSFit, MissingGLSFit
 from .core.metrics import mse, nll_per_row
-from .core.missing import (
-    MissingGLSFit,
-    als_gls_missing,
-    fit_missing,
-    impute,
-    observed_nll_per_row,
-)
+from .core.options import SolverOptions
 from .core.ops import BlockDesignOperator, GLSNormalOperator, LowRankCovariance, pcg
 from .core.sim import SimTruth, simulate_gls, simulate_sur
 from .exceptions import (
@@ -48,6 +41,7 @@ __all__ = [
     "select_rank",
     "RankSelection",
     "GLSFit",
+    "SolverOptions",
     "LowRankCovariance",
     "BlockDesignOperator",
     "GLSNormalOperator",

@@ -17,8 +17,8 @@ import warnings
 
 #: old module (under ``alsgls.``) -> new module (under ``alsgls.``)
 MOVED = {
-    "als": "core.als", "em": "core.em", "ops": "core.ops", "fit_result": "core.fit_result",
-    "missing": "core.missing", "sim": "core.sim", "metrics": "core.metrics",
+    "als": "core.api", "em": "core.api", "ops": "core.ops", "fit_result": "core.fit_result",
+    "missing": "core.api", "sim": "core.sim", "metrics": "core.metrics",
     "system": "stats.system", "results": "stats.results", "inference": "stats.inference",
     "hypothesis": "stats.hypothesis", "prediction": "stats.prediction",
     "summary": "stats.summary", "estimator": "learn.estimator", "rank": "learn.rank",

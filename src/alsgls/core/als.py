@@ -17,29 +17,26 @@ likelihood, so it is the Gaussian MLE.  Memory beyond the data is O(K k).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from .._threads import blas_threads as _blas_threads
-from .problem import SystemData, check_residual_variance, has_nan, validate_system
-from ..exceptions import ConvergenceWarning, HeywoodWarning
-from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
+from .fit_result import SolverRun
 from .ops import (
+    LOG_2PI,
     LowRankCovariance,
     apply_block,
     block_jacobi_inverse,
-    design_matvec,
-    LOG_2PI,
-    design_rmatvec,
     gls_gradient,
+    lawley_loadings,
     normal_matvec,
     pcg,
+    top_eigenpairs,
 )
+from .options import SolverOptions
+from .problem import Problem
 
-__all__ = ["als_gls"]
+__all__ = ["run_als"]
 
 #: Extra columns carried by the subspace iteration beyond the k wanted.
 OVERSAMPLE = 8
@@ -64,6 +61,8 @@ ANDERSON_MAX_STEP = 2.0
 STALL_RATIO = 0.1
 
 
+
+
 @dataclass
 class _State:
     """Mutable iteration state of one ALS fit."""
@@ -76,49 +75,21 @@ class _State:
     nll: float = float("nan")
     d_gap: float = float("inf")   # NLL decrease still available from D (estimate)
     hist: list = field(default_factory=list)   # (log D, map residual) for Anderson
-    trace: list = field(default_factory=list)
 
 
 def _residual_variances(Rt: np.ndarray) -> np.ndarray:
     return np.einsum("kn,kn->k", Rt, Rt) / Rt.shape[1]
 
 
-def _ols(data: SystemData, gram_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Equation-by-equation OLS (the first beta-step's PCG refines it)."""
-    X, Yt = data.X, data.Yt
-    theta = apply_block(gram_inv, np.ones(data.K), design_rmatvec(X, Yt))
-    return theta, Yt - design_matvec(X, theta)
-
-
-def _top_eigenpairs(
-    Rt: np.ndarray, scale: np.ndarray, k: int, basis: np.ndarray | None,
-    rng: np.random.Generator, maxiter: int, rtol: float = EIG_RTOL,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, int]:
-    """Top-k eigenpairs of ``W W'`` for ``W = diag(scale) Rt`` (K, N), without
-    forming K x K (nor W itself: ``W W' V = scale * (Rt (Rt' (scale * V)))``).
-
-    Block subspace iteration with Rayleigh-Ritz, warm-started from ``basis``;
-    a thin SVD when ``min(K, N)`` is small.  Returns ``(lam, U, basis, iters)``.
-    """
-    K, N = Rt.shape
-    b = min(k + OVERSAMPLE, K, N)
-    if min(K, N) <= max(DENSE_EIG_LIMIT, 2 * b):
-        U, s, _ = np.linalg.svd(scale[:, None] * Rt, full_matrices=False)
-        return s[:k] ** 2, U[:, :k], None, 0
-    if basis is None or basis.shape[1] != b:
-        basis, _ = np.linalg.qr(rng.standard_normal((K, b)))
-    V = basis
-    sc = scale[:, None]
-    for it in range(1, maxiter + 1):
-        Z = sc * (Rt @ (Rt.T @ (sc * V)))
-        lam, S = np.linalg.eigh(V.T @ Z)
-        lam, S = lam[::-1], S[:, ::-1]
-        V, Z = V @ S, Z @ S
-        res = np.linalg.norm(Z[:, :k] - V[:, :k] * lam[:k], axis=0)
-        if np.all(res <= rtol * max(lam[0], 1.0)):
-            return lam[:k], V[:, :k], V, it
-        V, _ = np.linalg.qr(Z)
-    return lam[:k], V[:, :k], V, maxiter
+def _whitened_eigenpairs(st: _State, D: np.ndarray, k: int, rng: np.random.Generator,
+                         maxiter: int, rtol: float = EIG_RTOL
+                         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Top-k eigenpairs of ``D^-1/2 S D^-1/2`` (``S = R R' / N``) and the Lawley
+    loadings they give: ``(lam, F, subspace iterations)``; warm-starts ``st.basis``."""
+    lam, U, st.basis, it = top_eigenpairs(
+        st.Rt, 1.0 / np.sqrt(D * st.Rt.shape[1]), k, basis=st.basis, rng=rng,
+        maxiter=maxiter, rtol=rtol, oversample=OVERSAMPLE, dense_limit=DENSE_EIG_LIMIT)
+    return lam, lawley_loadings(U, lam, D), it
 
 
 def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray) -> float:
@@ -169,10 +140,7 @@ def _factor_step(
     D = st.D
     eig_it = 0
     if k > 0:
-        sq = np.sqrt(D)
-        lam, U, st.basis, eig_it = _top_eigenpairs(
-            st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter, eig_rtol)
-        F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
+        lam, F, eig_it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, eig_rtol)
     else:
         lam = np.zeros(0)
         F = st.F
@@ -215,7 +183,7 @@ def _profile_lbfgs(
     + sum s_j / D_j]`` with ``lam`` the top-k eigenvalues of
     ``D^-1/2 S D^-1/2``, and ``df/dlog D_j = ((F F')_jj + D_j - s_j) / (2 D_j)``
     (Joreskog, 1967).  Bounds ``D_j >= d_floor * s_j``.  Updates st in place;
-    returns (eigen iterations, function evaluations).
+    returns the subspace iterations of all its evaluations.
     """
     from scipy.optimize import minimize
 
@@ -226,14 +194,11 @@ def _profile_lbfgs(
 
     def profile(x: np.ndarray):
         D = np.exp(x)
-        sq = np.sqrt(D)
-        lam, U, st.basis, it = _top_eigenpairs(
-            st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
+        lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter)
         eig_total[0] += it
         big = lam > 1.0
         f = const + 0.5 * (np.sum(x) + np.sum(np.log(lam[big]) - lam[big] + 1.0)
                            + np.sum(s / D))
-        F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
         g = 0.5 * (np.einsum("ij,ij->i", F, F) + D - s) / D
         return f, g
 
@@ -243,20 +208,17 @@ def _profile_lbfgs(
                    bounds=list(zip(lo, [None] * K)),
                    options={"ftol": ftol, "gtol": 1e-12, "maxiter": 1000, "maxcor": 20})
     D = np.exp(res.x)
-    sq = np.sqrt(D)
-    lam, U, st.basis, _ = _top_eigenpairs(
-        st.Rt, 1.0 / (sq * np.sqrt(N)), k, st.basis, rng, eig_maxiter)
-    F = sq[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 0.0))
+    _, F, _ = _whitened_eigenpairs(st, D, k, rng, eig_maxiter)
     st.d_gap = _profile_gap(F, D, s, np.exp(lo))
     nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=N * s)
     if nll <= st.nll:
         st.F, st.D, st.nll = F, D, nll
-    return eig_total[0], int(res.nfev)
+    return eig_total[0]
 
 
 def _beta_step(
-    st: _State, data: SystemData, gram: np.ndarray, gram_inv: np.ndarray, abs_tol: float,
-    budget: float, cg_maxiter: int
+    st: _State, problem: Problem, gram_inv: np.ndarray, abs_tol: float, budget: float,
+    cg_maxiter: int,
 ):
     """GLS for beta given Sigma = F F' + diag(D) by PCG; updates theta and Rt.
 
@@ -265,7 +227,7 @@ def _beta_step(
     is no point solving beta far more accurately than Sigma is known.
     """
     cov = LowRankCovariance(st.F, st.D)
-    X = data.X
+    X, gram = problem.X, problem.gram
     r = gls_gradient(X, cov, st.Rt)
     scale = cov.inverse_diagonal
     start = 0.5 * float(np.vdot(r, apply_block(gram_inv, scale, r)))
@@ -282,203 +244,105 @@ def _beta_step(
     return info, cov
 
 
-def als_gls(
-    Xs: Any,
-    Y: Any,
-    k: int,
-    *,
-    tol: float = 1e-10,
-    max_sweeps: int = 200,
-    cg_maxiter: int = 500,
-    eig_maxiter: int = 100,
-    d_floor: float = 1e-6,
-    random_state: int = 0,
-    blas_threads: int | None = 1,
-    missing: str = "ml",
-    weights: Any = None,
-) -> GLSFit:
-    """Gaussian maximum likelihood for a SUR system with ``Sigma = F F' + diag(D)``.
+@dataclass
+class _Progress:
+    """Per-sweep diagnostics and the quantities of the stopping rule."""
 
-    Parameters
-    ----------
-    Xs : list of K array_like, each (N, p_j), or ndarray (K, N, p)
-        Design of each equation.  Integer and float32 inputs are computed in
-        float64; inputs are never modified.
-    Y : array_like, shape (N, K)
-        Responses, one column per equation.
-    k : int
-        Number of latent factors, ``0 <= k < K``.  ``k = K - 1`` is the
-        unrestricted SUR (any positive-definite Sigma).
-    tol : float, default 1e-10
-        Tolerance on the NLL gap per row *and per equation* (the NLL per row is
-        O(K), so this is about a relative gap, and unlike one it is invariant
-        to rescaling ``Y``): stop when the decrease still available -- from
-        beta (preconditioned gradient norm), from D (Newton estimate on the
-        profile likelihood) and from the linear-rate extrapolation of the last
-        two sweeps -- is below ``tol * K`` (and the last sweep's decrease below
-        100 times that).
-    max_sweeps : int, default 200
-        Maximum number of sweeps; reaching it emits a ``ConvergenceWarning``.
-    cg_maxiter : int, default 500
-        Maximum CG iterations per beta-step.
-    eig_maxiter : int, default 100
-        Maximum subspace iterations per factor step.
-    d_floor : float, default 1e-6
-        Relative floor on the noise variances: ``D_j >= d_floor * s_j`` with
-        ``s_j`` the residual variance of equation ``j``; equations at the floor
-        are flagged as Heywood cases.
-    random_state : int, default 0
-        Seed of the random start of the subspace iteration (results agree
-        across seeds to the tolerance).
-    blas_threads : int or None, default 1
-        BLAS threads inside the fit (needs ``threadpoolctl``, the extra
-        ``alsgls[fast]``); ``None`` leaves the process setting alone.  The
-        fit's GEMMs are memory-bound and many: one thread avoids the
-        thread hand-off cliff of OpenBLAS on loaded machines.
-    missing : {"ml", "drop", "raise"}, default "ml"
-        What NaN in ``Y`` (a missing response) means.  ``"ml"``: exact
-        maximum likelihood of every observed response under
-        missing-at-random (:func:`alsgls.missing.fit_missing`; rows of
-        ``Xs`` may be NaN where the response is missing); ``"drop"``:
-        listwise deletion of rows with any NaN; ``"raise"``: refuse NaN.
-        With no NaN and no weights the three are the same balanced fit.
-    weights : array_like, shape (N,), optional
-        Non-negative row weights, rescaled to mean 1 (as linearmodels does):
-        row ``i``'s log-likelihood counts ``w_i`` times.
+    trace: list
+    last_delta: float                 # NLL decrease of the last sweep (per row)
+    prev_delta: float = np.inf
+    ratios: list = field(default_factory=list)
+    cg: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)
+    eig: list = field(default_factory=list)
+    backs: list = field(default_factory=list)
 
-    Returns
-    -------
-    GLSFit
-        Coefficients ``B``, loadings ``F``, noise variances ``D``, the NLL
-        trace and solver diagnostics; a
-        :class:`~alsgls.missing.MissingGLSFit` (which adds ``n_observed``,
-        ``rows``, ``weights``) when ``Y`` has NaN, ``weights`` is given or
-        ``missing`` is not ``"ml"``.
+    def remaining(self) -> float:
+        """Linear-rate extrapolation of the decrease still to come."""
+        rho = min(self.last_delta / self.prev_delta, 0.99) if self.prev_delta > 0 else 0.0
+        return self.last_delta * rho / (1.0 - rho)
 
-    Raises
-    ------
-    ValueError, TypeError
-        For invalid inputs; messages name the argument and the equation.
+    def stalled(self, k: int) -> bool:
+        """The D map is stalling: switch the factor step to L-BFGS-B."""
+        self.ratios.append(self.last_delta / self.prev_delta if self.prev_delta > 0 else 0.0)
+        r = self.ratios
+        return k > 0 and len(r) >= 3 and (r[-1] > 3 * STALL_RATIO or min(r[-2:]) > STALL_RATIO)
 
-    Notes
-    -----
-    The NLL per row is
-    ``1/2 [K log 2 pi + log|Sigma|] + 1/(2N) sum_i r_i' Sigma^-1 r_i``,
-    evaluated through the determinant lemma and Woodbury identity in
-    O(N K k).  No K x K or P x P matrix is formed (except a thin SVD of the
-    whitened residuals when ``min(K, N) <= 64``).
-
-    Examples
-    --------
-    >>> from alsgls import als_gls, simulate_sur
-    >>> Xs, Y, truth = simulate_sur(N=300, K=30, p=2, k=2, seed=0)
-    >>> fit = als_gls(Xs, Y, k=2)
-    >>> fit.converged, len(fit.B), fit.F.shape
-    (True, 30, (30, 2))
-    >>> bool(np.all(np.diff(fit.nll_trace) <= 1e-12 * abs(fit.nll)))
-    True
-    """
-    if weights is not None or missing != "ml" or has_nan(Y):
-        from .missing import als_gls_missing
-
-        return als_gls_missing(Xs, Y, k, missing=missing, weights=weights, tol=tol,
-                               max_sweeps=max_sweeps, cg_maxiter=cg_maxiter,
-                               eig_maxiter=eig_maxiter, d_floor=d_floor,
-                               random_state=random_state)
-    with _blas_threads(blas_threads):
-        return _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state)
+    def record(self, nll: float, cg: int, eig: int, backs: int) -> None:
+        self.cg.append(cg)
+        self.eig.append(eig)
+        self.backs.append(backs)
+        self.prev_delta, self.last_delta = self.last_delta, max(self.trace[-1] - nll, 0.0)
+        self.trace.append(nll)
 
 
-def _als(Xs, Y, k, tol, max_sweeps, cg_maxiter, eig_maxiter, d_floor, random_state) -> GLSFit:
-    data, k, gram = validate_system(Xs, Y, k)
-    gram_inv = block_jacobi_inverse(gram)
-    rng = np.random.default_rng(random_state)
-
-    theta, Rt = _ols(data, gram_inv)
-    s = check_residual_variance(Rt, data.Yt)
-    st = _State(theta=theta, Rt=Rt, F=np.zeros((data.K, k)), D=s.copy())
+def _start(problem: Problem, k: int, options: SolverOptions,
+           rng: np.random.Generator) -> tuple[_State, _Progress, np.ndarray]:
+    """OLS, the zero-residual-variance check and a first (loose) factor step."""
+    gram_inv = block_jacobi_inverse(problem.gram)
+    theta, Rt = problem.ols()
+    s = problem.residual_variances(Rt)
+    st = _State(theta=theta, Rt=Rt, F=np.zeros((problem.K, k)), D=s.copy())
     st.nll = LowRankCovariance(st.F, st.D).nll_per_row(Rt)
     ols_nll = st.nll
-    _factor_step(st, k, d_floor, rng, eig_maxiter, EIG_RTOL_MAX)  # refined in later sweeps
-    trace = [st.nll]
-    last_delta = ols_nll - st.nll
-    prev_delta = np.inf
-    cg_its, eig_its, backs, gaps, ratios = [], [], [], [], []
+    _factor_step(st, k, options.d_floor, rng, options.eig_maxiter, EIG_RTOL_MAX)
+    return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0)), gram_inv
+
+
+def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
+    """The ALS core on a complete, unweighted problem (see the module docstring).
+
+    Each sweep: a beta-step (PCG, solving until the decrease still available
+    is ``CG_BUDGET`` of the last sweep's), the stopping test, then a factor
+    step (the Lawley/Joreskog profile step, or L-BFGS-B on the profile
+    likelihood when the D map stalls).  Stops when the gap estimate --
+    ``max(1e-2 last decrease, extrapolated remainder, beta gap, D gap)`` per
+    row -- is below ``tol * K``, then polishes beta given the final Sigma.
+    """
+    rng = np.random.default_rng(options.random_state)
+    st, pr, gram_inv = _start(problem, k, options, rng)
+    N, limit = problem.N, options.iterations("als")
+    scale = options.tol * problem.K   # NLL per row is O(K): tol is per row and equation
     converged = False
-    N = data.N
-    for sweep in range(max_sweeps + 1):
-        scale = float(data.K)  # NLL per row is O(K): tol is a gap per row and equation
-        info, _ = _beta_step(st, data, gram, gram_inv, tol * scale * N,
-                             CG_BUDGET * last_delta * N, cg_maxiter)
-        gaps.append(info.start_gap / N)
-        rho = min(last_delta / prev_delta, 0.99) if prev_delta > 0 else 0.0
-        remaining = last_delta * rho / (1.0 - rho)
-        if sweep > 0 and max(1e-2 * last_delta, remaining, info.start_gap / N,
-                             st.d_gap) <= tol * scale:
+    for sweep in range(limit + 1):
+        info, _ = _beta_step(st, problem, gram_inv, scale * N, CG_BUDGET * pr.last_delta * N,
+                             options.cg_maxiter)
+        pr.gaps.append(info.start_gap / N)
+        if sweep > 0 and max(1e-2 * pr.last_delta, pr.remaining(), info.start_gap / N,
+                             st.d_gap) <= scale:
             converged = True  # start_gap <= gap_tol, so this solve made no step
             # polish beta given the final Sigma (1-2 CG steps): the returned beta
             # then meets its first-order condition far inside the tolerance
-            polish, _ = _beta_step(st, data, gram, gram_inv, POLISH * tol * scale * N, 0.0,
-                                   cg_maxiter)
+            polish, _ = _beta_step(st, problem, gram_inv, POLISH * scale * N, 0.0,
+                                   options.cg_maxiter)
+            pr.gaps[-1] = polish.final_gap / N
             if polish.iterations:
-                st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
-                trace[-1] = min(trace[-1], st.nll)
-            gaps[-1] = polish.final_gap / N
+                _refresh_nll(st, pr)
             break
-        if sweep == max_sweeps:  # out of sweeps: keep the last beta-step's gain
-            st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
-            trace[-1] = min(trace[-1], st.nll)
+        if sweep == limit:  # out of sweeps: keep the last beta-step's gain
+            _refresh_nll(st, pr)
             break
-        ratios.append(last_delta / prev_delta if prev_delta > 0 else 0.0)
-        stalled = k > 0 and sweep >= 2 and (
-            ratios[-1] > 3 * STALL_RATIO or min(ratios[-2:]) > STALL_RATIO)
-        if stalled:
+        if pr.stalled(k):
             st.hist.clear()
-            e_it, n_back = _profile_lbfgs(st, k, d_floor, rng, eig_maxiter, 0.1 * tol)
+            e_it = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter,
+                                  0.1 * options.tol)
+            n_back = 0
         else:
             # eigenvector errors cost NLL quadratically: sqrt of the progress
-            eig_rtol = float(np.clip(np.sqrt(1e-2 * last_delta / scale), EIG_RTOL, EIG_RTOL_MAX))
-            e_it, n_back = _factor_step(st, k, d_floor, rng, eig_maxiter, eig_rtol)
-        cg_its.append(info.iterations)
-        eig_its.append(e_it)
-        backs.append(n_back)
-        prev_delta, last_delta = last_delta, max(trace[-1] - st.nll, 0.0)
-        trace.append(st.nll)
-
-    if not converged:
-        warnings.warn(
-            f"als_gls stopped after {max_sweeps} sweeps without meeting tol={tol:g} "
-            f"(last NLL decrease per row and equation {last_delta / data.K:.2e}); "
-            "raise max_sweeps or loosen tol",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
-    return _finish(st, data, k, d_floor, trace, converged, cg_its, gaps, eig_its, backs, tol)
+            eig_rtol = float(np.clip(np.sqrt(1e-2 * pr.last_delta / problem.K), EIG_RTOL,
+                                     EIG_RTOL_MAX))
+            e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
+                                        eig_rtol)
+        pr.record(st.nll, info.iterations, e_it, n_back)
+    return SolverRun(
+        theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
+        floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
+        note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
+        diagnostics={"cg_iterations": pr.cg, "beta_gap": pr.gaps, "eig_iterations": pr.eig,
+                     "backtracks": pr.backs})
 
 
-def _finish(st, data, k, d_floor, trace, converged, cg_its, gaps, eig_its, backs, tol) -> GLSFit:
-    s = _residual_variances(st.Rt)
-    heywood = st.D <= d_floor * s * (1 + 1e-9)
-    if k > 0 and heywood.any():
-        idx = np.flatnonzero(heywood)
-        warnings.warn(
-            f"{idx.size} equation(s) have D_j at the floor d_floor*s_j (Heywood "
-            f"cases), e.g. equation {int(idx[0])}; see GLSFit.heywood",
-            HeywoodWarning,
-            stacklevel=4,
-        )
-    return GLSFit(
-        B=unpad_coefficients(st.theta, data.p),
-        F=canonical_loadings(st.F, st.D),
-        D=st.D.copy(),
-        nll_trace=np.asarray(trace),
-        n_iter=len(trace) - 1,
-        converged=converged,
-        heywood=heywood,
-        method="als",
-        cg_iterations=np.asarray(cg_its, dtype=int),
-        beta_gap=np.asarray(gaps),
-        eig_iterations=np.asarray(eig_its, dtype=int),
-        backtracks=np.asarray(backs, dtype=int),
-        tol=tol,
-    )
+def _refresh_nll(st: _State, pr: _Progress) -> None:
+    """Recompute the NLL after a beta-step that followed the last factor step."""
+    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
+    pr.trace[-1] = min(pr.trace[-1], st.nll)

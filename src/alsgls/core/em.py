@@ -15,25 +15,21 @@ cycle whenever the extrapolated point would raise the NLL.
 
 from __future__ import annotations
 
-import warnings
-from typing import Any
-
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from .._threads import blas_threads as _blas_threads
-from .problem import SystemData, check_residual_variance, validate_system
-from ..exceptions import ConvergenceWarning
-from .fit_result import GLSFit, canonical_loadings, unpad_coefficients
-from .ops import LOG_2PI
+from .fit_result import SolverRun
+from .ops import LOG_2PI, lawley_loadings
+from .options import SolverOptions
+from .problem import Problem
 
-__all__ = ["em_gls"]
+__all__ = ["run_em"]
 
 
 class _DenseProblem:
     """Dense quantities of one system: padded designs flattened to P columns."""
 
-    def __init__(self, data: SystemData) -> None:
+    def __init__(self, data: Problem) -> None:
         self.data = data
         K, N, pm = data.X.shape
         self.idx = np.flatnonzero(data.mask.ravel())  # real coefficients in (K*pmax)
@@ -85,71 +81,43 @@ def _em_factor_step(S: np.ndarray, F: np.ndarray, D: np.ndarray, floor: np.ndarr
     return F_new, np.maximum(D_new, floor)
 
 
-def em_gls(
-    Xs: Any,
-    Y: Any,
-    k: int,
-    *,
-    tol: float = 1e-10,
-    max_iter: int = 5000,
-    d_floor: float = 1e-6,
-    accelerate: bool = True,
-    blas_threads: int | None = 1,
-) -> GLSFit:
-    """Dense EM baseline for the SUR likelihood with ``Sigma = F F' + diag(D)``.
-
-    Parameters
-    ----------
-    Xs : list of K array_like, each (N, p_j), or ndarray (K, N, p)
-    Y : array_like, shape (N, K)
-    k : int
-        Number of latent factors, ``0 <= k < K``.
-    tol : float, default 1e-10
-        Stop when the NLL decrease of a cycle, and its linear-rate
-        extrapolation, are below ``tol * K`` (per row; as in :func:`als_gls`).
-    max_iter : int, default 5000
-        Maximum number of (SQUAREM) cycles; reaching it warns.
-    d_floor : float, default 1e-6
-        Relative floor ``D_j >= d_floor * s_j`` (as in :func:`als_gls`).
-    accelerate : bool, default True
-        Use SQUAREM extrapolation (monotone safeguarded).
-    blas_threads : int or None, default 1
-        BLAS threads inside the fit, as in :func:`als_gls`.
-
-    Returns
-    -------
-    GLSFit
-        With ``method="em"``; ``cg_iterations`` and ``eig_iterations`` are zeros.
-
-    Notes
-    -----
-    Memory O(K^2 + P^2 + N K); time O(P^3 + K^3) per cycle.  Meant for K up
-    to a few hundred, as an independent check on :func:`als_gls`.
-
-    Examples
-    --------
-    >>> from alsgls import em_gls, simulate_sur
-    >>> Xs, Y, _ = simulate_sur(N=200, K=8, p=2, k=1, seed=0)
-    >>> em_gls(Xs, Y, k=1).converged
-    True
-    """
-    with _blas_threads(blas_threads):
-        return _em(Xs, Y, k, tol, max_iter, d_floor, accelerate)
-
-
-def _em(Xs, Y, k, tol, max_iter, d_floor, accelerate) -> GLSFit:
-    data, k, _ = validate_system(Xs, Y, k)
-    prob = _DenseProblem(data)
-    N = data.N
-    beta = prob.gls(np.diag(np.ones(data.K)))                 # OLS
-    Rt = prob.residuals(beta)
-    s = check_residual_variance(Rt, data.Yt)
-    floor = d_floor * s
-    S = Rt @ Rt.T / N
+def _initial_point(prob: _DenseProblem, floor: np.ndarray, s: np.ndarray, k: int) -> tuple:
+    """Loadings from the top eigenpairs of the OLS residual correlation."""
+    S = prob.S
     corr = S / np.sqrt(np.outer(s, s))
     lam, U = np.linalg.eigh(corr)
-    F = np.sqrt(s)[:, None] * U[:, ::-1][:, :k] * np.sqrt(np.maximum(lam[::-1][:k] - 1, 1e-3))
+    F = lawley_loadings(U[:, ::-1][:, :k], lam[::-1][:k], s, min_excess=1e-3)
     D = np.maximum(s - np.einsum("ij,ij->i", F, F), np.maximum(floor, 0.05 * s))
+    return F, D
+
+
+def _squarem(cycle, state: tuple, pack, unpack) -> tuple[tuple, int]:
+    """One SQUAREM (S3) step from ``state``; returns the new point (with its NLL)
+    and 1 if the extrapolated point was rejected for the plain double cycle."""
+    t1 = cycle(*state)
+    t2 = cycle(*t1[:3])
+    r = pack(*t1[:3]) - pack(*state)
+    v = pack(*t2[:3]) - pack(*t1[:3]) - r
+    alpha = min(-np.linalg.norm(r) / max(np.linalg.norm(v), 1e-300), -1.0)
+    t3 = cycle(*unpack(pack(*state) - 2 * alpha * r + alpha ** 2 * v))
+    if np.isfinite(t3[3]) and t3[3] <= t2[3]:
+        return t3, 0
+    return t2, 1
+
+
+def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
+    """The dense ECM core on a complete, unweighted problem (module docstring).
+
+    Stops when the NLL decrease of a cycle, and its linear-rate
+    extrapolation, are below ``tol * K`` per row (as the ALS rule).
+    """
+    prob = _DenseProblem(problem)
+    N, K, d_floor = problem.N, problem.K, options.d_floor
+    beta = prob.gls(np.eye(K))                                     # OLS
+    Rt = prob.residuals(beta)
+    s = problem.residual_variances(Rt)
+    prob.S = Rt @ Rt.T / N
+    F, D = _initial_point(prob, d_floor * s, s, k)
 
     def cycle(beta, F, D):
         beta = prob.gls(_sigma_inv(F, D))
@@ -162,57 +130,31 @@ def _em(Xs, Y, k, tol, max_iter, d_floor, accelerate) -> GLSFit:
         return np.concatenate([beta, F.ravel(), np.log(D)])
 
     def unpack(v):
-        P, K = len(beta), data.K
+        P = len(beta)
         return v[:P], v[P:P + K * k].reshape(K, k), np.exp(v[P + K * k:])
 
-    state = (beta, F, D)
-    trace = [_dense_nll(S, F, D)]
-    last, prev = np.inf, np.inf
-    converged = False
-    for it in range(max_iter):
-        t1 = cycle(*state)
-        if accelerate:
-            t2 = cycle(*t1[:3])
-            r = pack(*t1[:3]) - pack(*state)
-            v = pack(*t2[:3]) - pack(*t1[:3]) - r
-            alpha = -np.linalg.norm(r) / max(np.linalg.norm(v), 1e-300)
-            alpha = min(alpha, -1.0)
-            ext = unpack(pack(*state) - 2 * alpha * r + alpha ** 2 * v)
-            t3 = cycle(*ext)
-            new = t3 if np.isfinite(t3[3]) and t3[3] <= t2[3] else t2
+    state, trace, backs = (beta, F, D), [_dense_nll(prob.S, F, D)], []
+    last, prev, converged = np.inf, np.inf, False
+    scale = options.tol * K  # as in ALS: gap per row and equation
+    for it in range(options.iterations("em")):
+        if options.accelerate in (False, "em"):
+            new, rej = cycle(*state), 0
         else:
-            new = t1
-        nll = min(new[3], trace[-1])  # guard the trace against round-off
+            new, rej = _squarem(cycle, state, pack, unpack)
         state = new[:3]
         prev, last = last, trace[-1] - new[3]
-        trace.append(nll)
-        scale = float(data.K)  # as in als_gls: gap per row and equation
+        trace.append(min(new[3], trace[-1]))  # guard the trace against round-off
+        backs.append(rej)
         rho = min(max(last, 0.0) / prev, 0.99) if prev > 0 and np.isfinite(prev) else 0.0
-        if it > 0 and max(abs(last), max(last, 0.0) * rho / (1 - rho)) <= tol * scale:
+        if it > 0 and max(abs(last), max(last, 0.0) * rho / (1 - rho)) <= scale:
             converged = True
             break
-    if not converged:
-        warnings.warn(
-            f"em_gls stopped after {max_iter} iterations without meeting tol={tol:g}",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
     beta, F, D = state
     Rt = prob.residuals(beta)
-    heywood = D <= d_floor * np.einsum("kn,kn->k", Rt, Rt) / N * (1 + 1e-9)
     n = len(trace) - 1
-    return GLSFit(
-        B=unpad_coefficients(prob.theta(beta), data.p),
-        F=canonical_loadings(F, D),
-        D=D.copy(),
-        nll_trace=np.asarray(trace),
-        n_iter=n,
-        converged=converged,
-        heywood=heywood,
-        method="em",
-        cg_iterations=np.zeros(n, dtype=int),
-        beta_gap=np.zeros(0),
-        eig_iterations=np.zeros(n, dtype=int),
-        backtracks=np.zeros(n, dtype=int),
-        tol=tol,
-    )
+    return SolverRun(
+        theta=prob.theta(beta), F=F, D=D, Rt=Rt, trace=trace, converged=converged,
+        floor=d_floor * np.einsum("kn,kn->k", Rt, Rt) / N, method="em",
+        note=f"last NLL decrease per row and equation {last / K:.2e}",
+        diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),
+                     "backtracks": backs})

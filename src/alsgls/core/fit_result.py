@@ -1,14 +1,59 @@
-"""The typed record returned by both solvers (``als_gls`` and ``em_gls``)."""
+"""The records the solvers return: :class:`SolverRun` (a core's raw outcome,
+internal) and :class:`GLSFit` (the public, typed fit)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .ops import LowRankCovariance
 
-__all__ = ["GLSFit"]
+__all__ = ["GLSFit", "MissingGLSFit", "SolverRun"]
+
+
+@dataclass
+class SolverRun:
+    """What a solver core hands the dispatcher (:mod:`alsgls.core.dispatch`),
+    which turns it into a :class:`GLSFit` and emits the warnings.
+
+    Attributes
+    ----------
+    theta : ndarray, shape (K, pmax)
+        Coefficients, zero-padded.
+    F, D : ndarray
+        Loadings (K, k) in any rotation and noise variances (K,).
+    Rt : ndarray, shape (K, N)
+        Residuals at the returned point (of the problem the core saw).
+    trace : list of float
+        NLL per row, entry 0 at the start, one per iteration; non-increasing.
+    converged : bool
+    floor : ndarray, shape (K,)
+        The floor on D (Heywood cases sit on it).
+    method : str
+        ``"als"``, ``"em"`` or ``"em-missing"``.
+    unit : str
+        What one iteration is, for messages (``"sweep"``, ``"iteration"``).
+    note : str
+        The last progress measure, for the convergence warning.
+    diagnostics : dict
+        Per-iteration arrays named like the :class:`GLSFit` fields
+        (``cg_iterations``, ``beta_gap``, ``eig_iterations``, ``backtracks``,
+        and for the missing-data core ``quasi_newton``, ``gap``).
+    """
+
+    theta: np.ndarray
+    F: np.ndarray
+    D: np.ndarray
+    Rt: np.ndarray
+    trace: list
+    converged: bool
+    floor: np.ndarray
+    method: str
+    unit: str = "iteration"
+    note: str = ""
+    diagnostics: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -51,7 +96,9 @@ class GLSFit:
     eig_iterations : ndarray of int, shape (n_iter,)
         Subspace iterations in each sweep's factor step (ALS only).
     backtracks : ndarray of int, shape (n_iter,)
-        Step halvings of the D update in each sweep (ALS only).
+        Proposals rejected or shortened in each iteration: step halvings of
+        the D update (ALS); 1 where the accelerated (Anderson or SQUAREM)
+        point was rejected for the plain EM step (EM); 0 otherwise.
     tol : float
         The relative tolerance the fit was run with.
     """
@@ -90,9 +137,38 @@ class GLSFit:
         """``Sigma = F F' + diag(D)`` as a low-rank object (never dense)."""
         return LowRankCovariance(self.F, self.D)
 
-    def predict(self, Xs: list) -> np.ndarray:
-        """Fitted means ``X_j B_j`` for new designs: returns (N_new, K)."""
-        cols = [np.asarray(x, dtype=np.float64) @ b for x, b in zip(Xs, self.B)]
+    def predict(self, Xs: Any) -> np.ndarray:
+        """Fitted means ``X_j B_j`` for new designs.
+
+        Parameters
+        ----------
+        Xs : list of K array_like (N_new, p_j), ndarray (K, N_new, p), or
+            ndarray (N_new, p) shared by every equation
+            Finite regressors with the columns the fit was made with.
+
+        Returns
+        -------
+        ndarray, shape (N_new, K)
+        """
+        K = self.K
+        if isinstance(Xs, np.ndarray) and Xs.ndim == 2:
+            Xs = [Xs] * K
+        if isinstance(Xs, (str, bytes)) or not hasattr(Xs, "__len__"):
+            raise TypeError(f"Xs must be a list of K={K} designs, got {type(Xs).__name__}")
+        if len(Xs) != K:
+            raise ValueError(f"Xs has {len(Xs)} designs but the fit has K={K} equations")
+        from .problem import as_float_matrix
+
+        cols = []
+        for j, (x, b) in enumerate(zip(Xs, self.B)):
+            x = as_float_matrix(x, f"Xs[{j}]", 2)
+            if x.shape[1] != b.shape[0]:
+                raise ValueError(f"Xs[{j}] has {x.shape[1]} columns but equation {j} "
+                                 f"was fitted with {b.shape[0]}")
+            if cols and x.shape[0] != cols[0].shape[0]:
+                raise ValueError(f"Xs[{j}] has {x.shape[0]} rows but Xs[0] has "
+                                 f"{cols[0].shape[0]}")
+            cols.append(x @ b)
         return np.hstack(cols)
 
     def __repr__(self) -> str:
@@ -100,6 +176,39 @@ class GLSFit:
             f"GLSFit(method={self.method!r}, K={self.K}, k={self.k}, "
             f"nll={self.nll:.10g}, n_iter={self.n_iter}, converged={self.converged})"
         )
+
+
+@dataclass(frozen=True)
+class MissingGLSFit(GLSFit):
+    """:class:`~alsgls.GLSFit` of an unbalanced or weighted system.
+
+    Additional attributes
+    ---------------------
+    n_observed : ndarray of int, shape (K,)
+        Rows used by each equation (observed response, positive weight).
+    rows : ndarray of int, shape (n,)
+        Indices of the caller's rows that entered the fit.
+    weights : ndarray, shape (n,) or None
+        The weights used, rescaled to mean 1 over ``rows``; None if unweighted.
+    missing : str
+        The policy applied: ``"ml"``, ``"drop"`` or ``"raise"``.
+    quasi_newton : ndarray of int, shape (n_iter,)
+        1 where the iteration was a quasi-Newton (L-BFGS-B) step rather than
+        an EM step (``fit_missing`` only; empty otherwise).
+    gap : float
+        ``fit_missing``: estimated NLL-per-row decrease still available at the
+        returned point (the quantity the stopping rule certifies); NaN otherwise.
+
+    ``nll_trace`` is the (weighted) observed-data NLL per retained row,
+    ``sum_i w_i l_i / n``.
+    """
+
+    n_observed: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    weights: np.ndarray | None = None
+    missing: str = "ml"
+    quasi_newton: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    gap: float = float("nan")
 
 
 def canonical_loadings(F: np.ndarray, D: np.ndarray) -> np.ndarray:
@@ -114,18 +223,3 @@ def canonical_loadings(F: np.ndarray, D: np.ndarray) -> np.ndarray:
     signs = np.sign(Fr[idx, np.arange(Fr.shape[1])])
     signs[signs == 0] = 1.0
     return Fr * signs
-
-
-def unpad_coefficients(theta: np.ndarray, p: np.ndarray) -> list:
-    """(K, pmax) padded coefficients -> list of (p_j, 1) arrays."""
-    return [theta[j, : p[j]].reshape(-1, 1).copy() for j in range(len(p))]
-
-
-def pad_coefficients(B: list, pmax: int) -> np.ndarray:
-    """List of K coefficient arrays (p_j,) or (p_j, 1) -> (K, pmax), zero-padded
-    (the inverse of :func:`unpad_coefficients`)."""
-    theta = np.zeros((len(B), pmax))
-    for j, b in enumerate(B):  # K small copies, outside any hot path
-        b = np.asarray(b, dtype=np.float64).ravel()
-        theta[j, : b.size] = b
-    return theta

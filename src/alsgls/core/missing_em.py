@@ -13,7 +13,7 @@ Rubin & Wu 1998), and two monotone accelerators of the EM map ``T`` on
 * SQUAREM (Varadhan & Roland, 2008, scheme S3), kept for comparison;
 
 and a quasi-Newton phase (``_QNPhase``: L-BFGS-B on the observed-data NLL
-over ``(beta, F, D)`` with the analytic gradient ``Problem.gradient``) that
+over ``(beta, F, D)`` with the analytic gradient ``EMProblem.gradient``) that
 takes over when EM is slow.  Near a Heywood case (``D_j`` heading to its
 floor) or with weak factors the fraction of missing information tends to 1:
 EM's rate tends to 1 and its decrement understates the gap by
@@ -38,8 +38,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._missing_validation import MissingData
-from .ops import LOG_2PI
+from .fit_result import SolverRun
+from .ops import LOG_2PI, lawley_loadings, row_core_inverse, top_eigenpairs, triangular_inverse
+from .options import SolverOptions
+from .problem import Problem
 
 #: Subspace iterations for the initial loadings (an initial guess only).
 INIT_EIG_ITER = 3
@@ -86,32 +88,33 @@ class LoopResult:
     gap: float         # certified gap estimate at the returned point (NLL per row)
 
 
-class Problem:
+class EMProblem:
     """Fixed quantities of one unbalanced system (weights and masks folded in).
 
     Parameters
     ----------
-    data : MissingData
+    data : Problem
+        The validated system (a complete one is a mask of ones).
     k : int
     floor : ndarray, shape (K,)
         Lower bound on ``D``.
     """
 
-    def __init__(self, data: MissingData, k: int, floor: np.ndarray) -> None:
+    def __init__(self, data: Problem, k: int, floor: np.ndarray) -> None:
         X, Yt = data.X, data.Yt
         K, N, pm = X.shape
         self.data, self.k, self.floor = data, k, floor
-        self.Om = data.O * data.w                                # (K, N) weights on observed
+        self.O = np.ones((K, N)) if data.O is None else data.O   # (K, N) observation mask
+        self.w = np.ones(N) if data.w is None else data.w        # (N,) row weights
+        self.Om = self.O * self.w                                # (K, N) weights on observed
         XW = X * self.Om[:, :, None]
         self.XWt = np.ascontiguousarray(XW.transpose(0, 2, 1)).reshape(K * pm, N)
-        gram = np.einsum("knp,knq->kpq", XW, X)
-        gram[:, np.arange(pm), np.arange(pm)] += np.arange(pm)[None, :] >= data.p[:, None]
-        self.gram = gram                                         # (K, pm, pm), padded
+        self.gram = data.gram                                    # (K, pm, pm), padded
         self.OmY = self.Om * Yt
         self.XtWy = np.einsum("knp,kn->kp", X, self.OmY)
         self.yWy = np.einsum("kn,kn->k", self.OmY, Yt)
         self.n = self.Om.sum(axis=1)                             # weighted rows per equation
-        self.n_i = data.O.sum(axis=0)                            # observed entries per row
+        self.n_i = self.O.sum(axis=0)                            # observed entries per row
 
     def residuals(self, theta: np.ndarray) -> np.ndarray:
         """``Y - X B`` (K, N), zero where missing."""
@@ -125,19 +128,15 @@ class Problem:
         and ``2 l_i = n_i log 2pi + sum_{O_i} log D + log|C_i| + sum_{O_i} r^2/D
         - b_i' C_i^-1 b_i``.
         """
-        k, N, O, w = self.k, self.data.N, self.data.O, self.data.w
+        N, O, w = self.data.N, self.O, self.w
         Rt = self.residuals(theta)
         FD = F / D[:, None]                                      # Psi^-1 F (K, k)
-        outer = (FD[:, :, None] * F[:, None, :]).reshape(F.shape[0], k * k)
-        C = (O.T @ outer).reshape(N, k, k)                       # the masked GEMM
-        C[:, np.arange(k), np.arange(k)] += 1.0
-        L = np.linalg.cholesky(C)
-        Linv = np.linalg.solve(L, np.broadcast_to(np.eye(k), C.shape))
+        Linv = row_core_inverse(F, D, O)                         # the masked GEMM
         V = np.einsum("nji,njl->nil", Linv, Linv)                # C^-1 = L^-T L^-1
         b = Rt.T @ FD                                            # (N, k)
         u = np.einsum("nij,nj->ni", Linv, b)
         quad = np.einsum("kn,kn,k->n", Rt, Rt, 1.0 / D) - np.einsum("ni,ni->n", u, u)
-        logdet = O.T @ np.log(D) + 2.0 * np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1)
+        logdet = O.T @ np.log(D) - 2.0 * np.log(np.diagonal(Linv, axis1=1, axis2=2)).sum(axis=1)
         ell = 0.5 * (self.n_i * LOG_2PI + logdet + quad)
         return EStats(M=np.einsum("nij,nj->ni", V, b), V=V, nll=float(w @ ell) / N, Rt=Rt, FD=FD)
 
@@ -153,8 +152,8 @@ class Problem:
         Returns ``(g_theta (K, pmax), g_F (K, k), g_logD (K,))``.
         """
         N, k, FD = self.data.N, self.k, e.FD
-        A = e.Rt / D[:, None] - self.data.O * (FD @ e.M.T)      # a_ij, zero where missing
-        Aw = A * self.data.w[None, :]
+        A = e.Rt / D[:, None] - self.O * (FD @ e.M.T)           # a_ij, zero where missing
+        Aw = A * self.w[None, :]
         K, pm = len(D), self.data.X.shape[2]
         g_theta = -(self.XWt.reshape(K, pm, N) @ A[:, :, None])[..., 0] / N   # XWt holds O w X
         S = (self.Om @ e.V.reshape(N, k * k)).reshape(len(D), k, k)  # sum_i w_i O_ij V_i
@@ -199,7 +198,7 @@ class Problem:
         sol = np.linalg.solve(G / d[:, :, None] / d[:, None, :], (c / d)[..., None])[..., 0] / d
         D = np.maximum((self.yWy - np.einsum("ki,ki->k", sol, c)) / self.n, self.floor)
         if k > 0:  # PX-EM reduction: z ~ N(0, Phi) -> F chol(Phi)
-            Phi = np.einsum("n,nij->ij", self.data.w, MM) / N
+            Phi = np.einsum("n,nij->ij", self.w, MM) / N
             sol[:, pm:] = sol[:, pm:] @ np.linalg.cholesky(Phi)
         dec = np.nan
         if x is not None:
@@ -209,25 +208,7 @@ class Problem:
         return (sol[:, :pm], sol[:, pm:], D), dec
 
 
-def _orthonormal(Z: np.ndarray) -> np.ndarray:
-    """Orthonormal basis of the columns of ``Z`` by symmetric eigen-orthogonalisation."""
-    lam, S = np.linalg.eigh(Z.T @ Z)
-    keep = lam > lam[-1] * 1e-13
-    return Z @ (S[:, keep] / np.sqrt(lam[keep]))
-
-
-def _rough_top_eigenpairs(W: np.ndarray, k: int, rng: np.random.Generator):
-    """Approximate top-k eigenpairs of ``W W'`` (an initial guess only):
-    ``INIT_EIG_ITER`` block power iterations with Rayleigh-Ritz, no K x K."""
-    K = W.shape[0]
-    V = _orthonormal(rng.standard_normal((K, min(k + 8, K))))
-    for _ in range(INIT_EIG_ITER):
-        V = _orthonormal(W @ (W.T @ V))
-    lam, S = np.linalg.eigh(V.T @ (W @ (W.T @ V)))
-    return lam[::-1][:k], (V @ S[:, ::-1])[:, :k]
-
-
-def initial_point(prob: Problem, s: np.ndarray, rng: np.random.Generator) -> tuple:
+def initial_point(prob: EMProblem, s: np.ndarray, rng: np.random.Generator) -> tuple:
     """OLS on observed rows; loadings from the zero-filled whitened residuals."""
     data, k = prob.data, prob.k
     theta = np.linalg.solve(prob.gram, prob.XtWy[..., None])[..., 0]
@@ -236,9 +217,10 @@ def initial_point(prob: Problem, s: np.ndarray, rng: np.random.Generator) -> tup
     Rt = prob.residuals(theta)
     # W W' approximates the residual correlation (each equation scaled by its
     # own observed weight, so the diagonal is 1); nothing K x K is formed.
-    W = Rt * np.sqrt(data.w)[None, :] / np.sqrt(s * prob.n)[:, None]
-    lam, U = _rough_top_eigenpairs(W, k, rng)
-    F = np.sqrt(s)[:, None] * U * np.sqrt(np.maximum(lam - 1.0, 1e-2))
+    W = Rt * np.sqrt(prob.w)[None, :] / np.sqrt(s * prob.n)[:, None]
+    lam, U, _, _ = top_eigenpairs(W, np.ones(data.K), k, basis=None, rng=rng,
+                                  maxiter=INIT_EIG_ITER, rtol=0.0)
+    F = lawley_loadings(U, lam, s, min_excess=1e-2)
     D = np.maximum(s - np.einsum("ij,ij->i", F, F), np.maximum(prob.floor, INIT_D_FRACTION * s))
     return theta, F, D
 
@@ -248,7 +230,7 @@ def pack(x: tuple) -> np.ndarray:
     return np.concatenate([x[0].ravel(), x[1].ravel(), np.log(x[2])])
 
 
-def unpack(v: np.ndarray, prob: Problem) -> tuple:
+def unpack(v: np.ndarray, prob: EMProblem) -> tuple:
     """Inverse of :func:`pack`; D is clipped to the floor."""
     K, pm, k = prob.data.K, prob.data.X.shape[2], prob.k
     theta = v[: K * pm].reshape(K, pm)
@@ -257,7 +239,7 @@ def unpack(v: np.ndarray, prob: Problem) -> tuple:
     return theta, F, D
 
 
-def _try_estep(prob: Problem, x: tuple) -> EStats | None:
+def _try_estep(prob: EMProblem, x: tuple) -> EStats | None:
     try:
         e = prob.estep(*x)
     except np.linalg.LinAlgError:
@@ -312,7 +294,7 @@ def _squarem_step(prob, x0, e0, x1):
     return (x3, e3, int(back > 0)) if e3.nll <= ee.nll else (xe, ee, int(back > 0))
 
 
-def _line_gap(prob: Problem, x: tuple, e: EStats, t: tuple) -> tuple[float, EStats | None]:
+def _line_gap(prob: EMProblem, x: tuple, e: EStats, t: tuple) -> tuple[float, EStats | None]:
     """Secant estimate of the NLL gap along the EM step ``d = T(x) - x``.
 
     With ``g`` the observed-data gradient, the NLL along ``x + s d`` has slope
@@ -352,12 +334,12 @@ class _QNPhase:
     (Jamshidian & Jennrich 1997).
     """
 
-    def __init__(self, prob: Problem, x0: tuple, e0: EStats) -> None:
+    def __init__(self, prob: EMProblem, x0: tuple, e0: EStats) -> None:
         K, N, pm = prob.data.X.shape
         self.prob, self.x0, self.q = prob, x0, pm + prob.k
         G = prob.normal_equations(e0)[0] / (N * x0[2][:, None, None])
         L = np.linalg.cholesky(G)
-        self.Linv = np.linalg.solve(L, np.broadcast_to(np.eye(self.q), G.shape))
+        self.Linv = triangular_inverse(L)
         self.sd = np.sqrt(prob.n / (2.0 * N))
         self.lo = self.sd * (prob.floor / x0[2] - 1.0)
         self.memo: dict = {}
@@ -412,7 +394,7 @@ class _QNPhase:
         return x, e, fs, gap
 
 
-def run_em(prob: Problem, x: tuple, tol: float, max_iter: int, method: str) -> LoopResult:
+def run_em(prob: EMProblem, x: tuple, tol: float, max_iter: int, method: str) -> LoopResult:
     """Accelerated EM from ``x``, switching to quasi-Newton when EM is slow.
 
     EM iterations (``method`` ``"anderson"``, ``"squarem"`` or ``"em"``) run
@@ -479,3 +461,25 @@ def run_em(prob: Problem, x: tuple, tol: float, max_iter: int, method: str) -> L
         qn.append(0)
     return LoopResult(x=x, trace=trace, rejected=rejected, decrement=dec,
                       converged=converged, qn=qn, gap=gap)
+
+
+def run_missing(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
+    """The missing-data core: accelerated PX-EM, then quasi-Newton when EM is
+    slow, on any problem (a complete one counts as a mask of ones).
+
+    ``tol`` is relative: ``scale = tol * max(|nll|, 1)`` (see :func:`run_em`).
+    """
+    method = {True: "anderson", False: "em"}.get(options.accelerate, options.accelerate)
+    _, R0 = problem.ols()
+    s = problem.residual_variances(R0)
+    prob = EMProblem(problem, k, options.d_floor * s)
+    x0 = initial_point(prob, s, np.random.default_rng(options.random_state))
+    res = run_em(prob, x0, options.tol, options.iterations("missing"), method)
+    theta, F, D = res.x
+    n = len(res.trace) - 1
+    return SolverRun(
+        theta=theta, F=F, D=D, Rt=prob.residuals(theta) * prob.O, trace=res.trace,
+        converged=res.converged, floor=prob.floor, method="em-missing",
+        note=f"estimated NLL gap {res.gap:.2e}, EM decrement {res.decrement:.2e} per row",
+        diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),
+                     "backtracks": res.rejected, "quasi_newton": res.qn, "gap": float(res.gap)})

@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from scipy.linalg import cho_solve, solve_triangular
+from scipy.linalg import cho_solve, eigh, solve_triangular
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = [
@@ -170,7 +170,7 @@ class LowRankCovariance:
 # --------------------------------------------------------------------------
 
 def triangular_inverse(L: np.ndarray) -> np.ndarray:
-    """Inverses of lower-triangular matrices ``L`` (..., m, m), batched.
+    """Inverses of triangular matrices ``L`` (..., m, m), batched (lower or upper).
 
     The inverse of a triangular matrix is triangular with the reciprocal
     diagonal, so ``log|C| = -2 sum log diag(L^-1)`` for ``C = L L'``.
@@ -230,7 +230,7 @@ def orthonormalize(W: np.ndarray, basis: np.ndarray | None = None,
     for step in range(2):
         if basis is not None and basis.shape[1]:
             W = W - basis @ (basis.T @ W)
-        s2, E = np.linalg.eigh(W.T @ W)
+        s2, E = eigh(W.T @ W)
         top = float(s2[-1]) if s2.size else 0.0
         keep = (s2 > (drop if step == 0 else 0.0) ** 2) & (s2 > 1e-14 * top) & (s2 > 0)
         W = W @ (E[:, keep] / np.sqrt(s2[keep]))

@@ -1,49 +1,102 @@
-"""The single path through which public entry points check and coerce inputs.
+"""The validated problem: the one boundary between user input and the solvers.
 
-Kernels trust what these functions hand them: contiguous float64 arrays of the
-documented shapes, finite, with full-column-rank designs.
+Every public entry point (``als_gls``, ``em_gls``, ``fit_missing``, ``SUR``,
+``ALSGLS``, ``select_rank``) calls :func:`build_problem` once; everything
+downstream -- the solvers, the statistics layer, rank selection, the
+estimator -- receives the :class:`Problem` record and trusts it: finite
+float64 arrays of the documented shapes, full-column-rank designs on each
+equation's observed rows, weights rescaled to mean 1, the missing-data policy
+applied.  Error messages name the argument and the equation (by label when
+the caller has labels) and say what to do.
+
+Input is never modified.  A ``(K, N, p)`` float64 C-contiguous design array
+is used without a copy; a design shared by all equations (a 2-D ``Xs``, or a
+list holding one array K times) is stored once and seen by the kernels as a
+zero-stride ``(K, N, p)`` view.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 
-from ..exceptions import IdentificationWarning
+from .._warnings import warn
+from ..exceptions import IdentificationWarning, MissingDataWarning
+from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_rmatvec
 
-__all__ = ["SystemData", "validate_system", "check_rank", "as_float_matrix"]
+__all__ = [
+    "Problem", "build_problem", "check_rank", "check_weights", "as_float_matrix",
+    "check_designs", "MISSING_POLICIES", "COLLINEARITY_COND", "ZERO_VARIANCE_RTOL",
+]
 
+#: Values of ``missing=``.
+MISSING_POLICIES = ("ml", "drop", "raise")
 #: Designs whose column-scaled condition number exceeds this are rejected as
 #: rank deficient: beyond it the coefficients are not determined by the data
 #: to more than a couple of digits in float64.
 COLLINEARITY_COND = 1e10
-#: An equation whose OLS residual variance is below this fraction of
-#: ``mean(y_j**2)`` is fitted exactly by its regressors and has no error term.
+#: An equation whose OLS residual variance is below this fraction of the
+#: variance of its response is fitted exactly by its regressors.
 ZERO_VARIANCE_RTOL = 1e-12
 
 
-@dataclass(frozen=True)
-class SystemData:
-    """Validated SUR data in the solver's internal layout.
+def _readonly(a: np.ndarray) -> np.ndarray:
+    v = a.view()
+    v.flags.writeable = False
+    return v
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A validated SUR system in the solvers' layout.
 
     Attributes
     ----------
     X : ndarray, shape (K, N, pmax)
-        Designs, zero-padded to ``pmax`` columns (float64, C-contiguous).
+        Designs, zero-padded to ``pmax`` columns and zero in rows where the
+        equation's response is missing; read-only (a zero-stride view when
+        ``shared``).
     Yt : ndarray, shape (K, N)
-        Responses transposed (equation-major), float64.
-    p : ndarray of int, shape (K,)
-        Number of regressors ``p_j`` of each equation.
+        Responses, equation-major, zero where missing; read-only.
+    layout : CoefficientLayout
+        Regressors per equation and the coefficient layouts.
+    gram : ndarray, shape (K, pmax, pmax)
+        ``X_j' diag(w o_j) X_j`` over each equation's observed rows, with a
+        unit diagonal on padded coordinates.
+    O : ndarray of float, shape (K, N), or None
+        1.0 where ``Y[i, j]`` is observed, 0.0 where missing; None when every
+        response is observed.
+    w : ndarray, shape (N,), or None
+        Row weights rescaled to mean 1; None when unweighted.
+    labels : tuple of str or None
+        Equation labels (used in messages), or None for positions.
+    rows : ndarray of int, shape (N,)
+        Positions of the rows used among the caller's rows.
+    n_rows_in : int
+        Rows the caller passed.
+    shared : bool
+        One design serves every equation (stored once).
+    missing : str
+        The missing-data policy applied.
     """
 
     X: np.ndarray
     Yt: np.ndarray
-    p: np.ndarray
+    layout: CoefficientLayout
+    gram: np.ndarray
+    O: np.ndarray | None = None
+    w: np.ndarray | None = None
+    labels: tuple | None = None
+    rows: np.ndarray | None = None
+    n_rows_in: int = 0
+    shared: bool = False
+    missing: str = "ml"
 
+    # -- shapes ----------------------------------------------------------------
     @property
     def K(self) -> int:
         return self.Yt.shape[0]
@@ -53,46 +106,138 @@ class SystemData:
         return self.Yt.shape[1]
 
     @property
+    def p(self) -> np.ndarray:
+        """Regressors per equation (K,)."""
+        return self.layout.p
+
+    @property
     def pmax(self) -> int:
-        return self.X.shape[2]
+        return self.layout.pmax
 
     @property
     def mask(self) -> np.ndarray:
         """Boolean (K, pmax): True where a coefficient exists."""
-        return np.arange(self.pmax)[None, :] < self.p[:, None]
+        return self.layout.mask
 
+    @property
+    def complete(self) -> bool:
+        """Every response observed (no mask)."""
+        return self.O is None
+
+    @property
+    def n_observed(self) -> np.ndarray:
+        """Observed rows per equation (K,) int."""
+        if self.O is None:
+            return np.full(self.K, self.N, dtype=np.int64)
+        return self.O.sum(axis=1).astype(np.int64)
+
+    @property
+    def observation_weights(self) -> np.ndarray:
+        """``w_i o_ij`` (K, N): the weight of each entry in the likelihood."""
+        Om = np.ones((self.K, self.N)) if self.O is None else self.O
+        return Om if self.w is None else Om * self.w[None, :]
+
+    def equation(self, j: int) -> str:
+        """``"equation 'label'"`` or ``"equation j"`` for messages."""
+        return f"equation {self.labels[j]!r}" if self.labels else f"equation {j}"
+
+    # -- derived problems --------------------------------------------------------
+    def scaled(self) -> "Problem":
+        """The unweighted problem with ``sqrt(w_i)`` folded into the rows.
+
+        With weights rescaled to mean 1, ``sum_i w_i l_i / N`` is the unweighted
+        NLL per row of ``sqrt(w_i) (y_i, X_i)``, so a balanced solver on this
+        problem is exact weighted ML.  Costs one copy of the data.
+        """
+        if self.w is None:
+            return self
+        sw = np.sqrt(self.w)
+        return dataclasses.replace(self, X=_readonly(self.X * sw[None, :, None]),
+                                   Yt=_readonly(self.Yt * sw[None, :]), w=None, shared=False)
+
+    def take(self, rows: np.ndarray) -> "Problem":
+        """The sub-problem on ``rows`` (e.g. a cross-validation fold).
+
+        No re-validation: Gram matrices are recomputed for the rows, weights
+        rescaled to mean 1 over them.
+        """
+        rows = np.asarray(rows)
+        X = (np.broadcast_to(self.X[0, rows], (self.K, rows.size, self.pmax))
+             if self.shared else self.X[:, rows])
+        O = None if self.O is None or self.O[:, rows].all() else self.O[:, rows]
+        w = None if self.w is None else self.w[rows] * (rows.size / self.w[rows].sum())
+        return dataclasses.replace(
+            self, X=_readonly(X), Yt=_readonly(self.Yt[:, rows]), O=O, w=w,
+            gram=_gram(X, self.layout, O, w, self.shared),
+            rows=self.rows[rows], n_rows_in=self.n_rows_in)
+
+    # -- least squares -------------------------------------------------------------
+    def ols(self) -> tuple[np.ndarray, np.ndarray]:
+        """Equation-by-equation (weighted) OLS on the observed rows:
+        coefficients (K, pmax) and residuals (K, N), zero where missing."""
+        Om = None if (self.O is None and self.w is None) else self.observation_weights
+        rhs = design_rmatvec(self.X, self.Yt if Om is None else Om * self.Yt)
+        gram_inv = block_jacobi_inverse(self.gram)
+        theta = (gram_inv @ rhs[:, :, None])[..., 0]
+        Rt = self.Yt - design_matvec(self.X, theta)
+        if self.O is not None:
+            Rt *= self.O
+        return theta, Rt
+
+    def exact_fits(self, Rt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Residual variances ``s`` (K,) of residuals ``Rt`` over each equation's
+        observed (weighted) rows, and the equations their regressors fit exactly:
+        ``s`` below ``ZERO_VARIANCE_RTOL`` of the variance of the response about
+        its mean (an offset is not a fit), floored at round-off of its mean
+        square (a constant response)."""
+        Om = self.observation_weights
+        n = Om.sum(axis=1)
+        s = np.einsum("kn,kn,kn->k", Om, Rt, Rt) / n
+        mean = np.einsum("kn,kn->k", Om, self.Yt) / n
+        msq = np.einsum("kn,kn,kn->k", Om, self.Yt, self.Yt) / n
+        ref = np.maximum(msq - mean ** 2, np.finfo(float).eps * msq)
+        return s, np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
+
+    def residual_variances(self, Rt: np.ndarray) -> np.ndarray:
+        """Residual variances (K,) as :meth:`exact_fits` computes them;
+        ``ValueError`` for an equation its regressors fit exactly."""
+        s, bad = self.exact_fits(Rt)
+        if bad.size:
+            j = int(bad[0])
+            more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
+            where = " on its observed rows" if self.O is not None else ""
+            raise ValueError(
+                f"{self.equation(j)}{more} has zero residual variance{where}: its response "
+                "is an exact linear combination of its regressors; remove that equation")
+        return s
+
+
+# ---------------------------------------------------------------------------------
+# Coercion
+# ---------------------------------------------------------------------------------
 
 def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False) -> np.ndarray:
-    """Coerce ``a`` to a finite float64 array with ``ndim`` dimensions.
+    """Coerce ``a`` to a float64 array with ``ndim`` dimensions (no copy when it
+    already is one).
 
-    Raises ``TypeError`` for non-numeric input and ``ValueError`` for wrong
-    dimensionality or non-finite values, naming ``name``.  Never modifies ``a``.
-    With ``allow_nan`` NaN (a missing value) passes, inf does not, and the
-    result is always a copy (callers fill the NaN).
+    Raises ``TypeError`` for non-numeric or complex input and ``ValueError`` for
+    the wrong dimensionality, inf, or NaN unless ``allow_nan``; messages name
+    ``name``.  Never modifies ``a``.
     """
     if hasattr(a, "to_numpy"):
         a = a.to_numpy()
     arr = np.asarray(a)
-    if arr.dtype == object or not (
-        np.issubdtype(arr.dtype, np.number) or arr.dtype == bool
-    ):
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
-    if allow_nan:
-        arr = np.array(arr, dtype=np.float64)  # always a copy: inputs are never modified
-        if np.isinf(arr).any():
-            bad = np.argwhere(np.isinf(arr))[0]
-            raise ValueError(f"{name} contains inf (first at index {tuple(int(i) for i in bad)})")
-        return arr
     arr = np.asarray(arr, dtype=np.float64)
-    if not np.all(np.isfinite(arr)):
-        bad = np.argwhere(~np.isfinite(arr))[0]
-        raise ValueError(
-            f"{name} contains NaN or inf (first at index {tuple(int(i) for i in bad)})"
-        )
+    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+    if bad.any():
+        raise ValueError(f"{name} contains NaN or inf (first at index "
+                         f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
     return arr
 
 
@@ -106,42 +251,68 @@ def check_rank(k: Any, K: int, name: str = "k", warn_ledermann: bool = True) -> 
     if k >= K and not (k == 0 and K == 0):
         raise ValueError(
             f"{name}={k} must be smaller than the number of equations K={K} "
-            f"(k = K - 1 already represents any positive-definite Sigma)"
-        )
+            f"(k = K - 1 already represents any positive-definite Sigma)")
     if warn_ledermann and k > 0 and (K - k) ** 2 < K + k:
-        warnings.warn(
-            f"{name}={k} exceeds the Ledermann bound for K={K} equations "
-            f"((K-k)^2 = {(K - k) ** 2} < K+k = {K + k}): F and D are not "
-            "identified, although beta and Sigma = F F' + diag(D) still are",
-            IdentificationWarning,
-            stacklevel=3,
-        )
+        warn(f"{name}={k} exceeds the Ledermann bound for K={K} equations "
+             f"((K-k)^2 = {(K - k) ** 2} < K+k = {K + k}): F and D are not "
+             "identified, although beta and Sigma = F F' + diag(D) still are",
+             IdentificationWarning)
     return k
 
 
-def _stack_designs(Xs: Any, N: int) -> tuple[np.ndarray, np.ndarray]:
+def check_weights(weights: Any, N: int) -> np.ndarray | None:
+    """Observation weights as float64 (not rescaled): 1-D of length ``N``,
+    finite, non-negative, not all zero.  ``None`` means unit weights."""
+    if weights is None:
+        return None
+    if np.ndim(weights) != 1:
+        raise ValueError(f"weights must be 1-D of length N={N}, got shape {np.shape(weights)}")
+    w = as_float_matrix(weights, "weights", 1, allow_nan=True)
+    if w.shape[0] != N:
+        raise ValueError(f"weights has length {w.shape[0]} but Y has N={N} rows")
+    if np.isnan(w).any():
+        raise ValueError(f"weights contains NaN (first at row {int(np.flatnonzero(np.isnan(w))[0])})")
+    if (w < 0).any():
+        i = int(np.flatnonzero(w < 0)[0])
+        raise ValueError(f"weights must be non-negative; weights[{i}] = {w[i]:g}")
+    if not (w > 0).any():
+        raise ValueError("weights are all zero")
+    return w
+
+
+def _design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarray | None]:
+    """The designs as a list of 2-D float arrays (views where possible), whether
+    one design is shared by every equation, and the caller's 3-D array if any."""
+    if isinstance(Xs, np.ndarray) and Xs.ndim == 2:
+        x = as_float_matrix(Xs, "Xs", 2, allow_nan=True)
+        return [x] * len(names), True, None
     if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
-        X3 = as_float_matrix(Xs, "Xs", ndim=3)
-        if X3.shape[1] != N:
-            raise ValueError(f"Xs has {X3.shape[1]} rows per equation but Y has {N}")
-        p = np.full(X3.shape[0], X3.shape[2], dtype=np.int64)
-        return np.ascontiguousarray(X3), p
+        X3 = np.ascontiguousarray(as_float_matrix(Xs, "Xs", 3, allow_nan=True))
+        return list(X3), False, X3
     if isinstance(Xs, (str, bytes)) or not isinstance(Xs, Sequence):
-        raise TypeError(
-            "Xs must be a list of K 2-D arrays (N, p_j) or a 3-D array (K, N, p); "
-            f"got {type(Xs).__name__}"
-        )
-    mats = [as_float_matrix(x, f"Xs[{j}]") for j, x in enumerate(Xs)]
-    for j, x in enumerate(mats):
-        if x.shape[0] != N:
-            raise ValueError(f"Xs[{j}] has {x.shape[0]} rows but Y has {N}")
-        if x.shape[1] == 0:
-            raise ValueError(f"Xs[{j}] has no columns; every equation needs a regressor")
-    p = np.array([x.shape[1] for x in mats], dtype=np.int64)
-    X = np.zeros((len(mats), N, int(p.max()) if len(p) else 0))
-    for j, x in enumerate(mats):  # one copy per equation, outside any hot path
-        X[j, :, : x.shape[1]] = x
-    return X, p
+        raise TypeError("Xs must be a list of K 2-D arrays (N, p_j), a 3-D array (K, N, p) "
+                        f"or one 2-D design (N, p) shared by all equations; got {type(Xs).__name__}")
+    if len(Xs) > 1 and all(x is Xs[0] for x in Xs):
+        x = as_float_matrix(Xs[0], names[0], 2, allow_nan=True)
+        return [x] * len(Xs), True, None
+    return [as_float_matrix(x, names[j] if j < len(names) else f"Xs[{j}]", 2, allow_nan=True)
+            for j, x in enumerate(Xs)], False, None
+
+
+def _gram(X: np.ndarray, layout: CoefficientLayout, O: np.ndarray | None,
+          w: np.ndarray | None, shared: bool) -> np.ndarray:
+    """``X_j' diag(w o_j) X_j`` with a unit diagonal on padded coordinates."""
+    if O is None and shared:
+        x = X[0] if w is None else X[0] * np.sqrt(w)[:, None]
+        return _readonly(np.broadcast_to(x.T @ x, (layout.K, layout.pmax, layout.pmax)))
+    if O is None and w is None:
+        gram = X.transpose(0, 2, 1) @ X
+    else:
+        Om = (np.ones(X.shape[:2]) if O is None else O) * (1.0 if w is None else w[None, :])
+        gram = np.einsum("knp,kn,knq->kpq", X, Om, X)
+    pm = layout.pmax
+    gram[:, np.arange(pm), np.arange(pm)] += ~layout.mask
+    return _readonly(gram)
 
 
 def _collinear_column(x: np.ndarray) -> int:
@@ -150,30 +321,24 @@ def _collinear_column(x: np.ndarray) -> int:
 
     scale = np.linalg.norm(x, axis=0)
     scale[scale == 0] = 1.0
-    _, r, piv = qr(x / scale, mode="economic", pivoting=True)
+    _, _, piv = qr(x / scale, mode="economic", pivoting=True)
     return int(piv[-1])
 
 
-def check_designs(X: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Reject rank-deficient designs; return the Gram matrices (K, pmax, pmax).
-
-    Padded coordinates get a unit diagonal so that every Gram matrix is
-    positive definite and the padded coefficients stay exactly zero.
-    """
-    K, N, pmax = X.shape
-    gram = X.transpose(0, 2, 1) @ X
-    d = np.sqrt(np.einsum("kpp->kp", gram))
-    pad = np.arange(pmax)[None, :] >= p[:, None]
+def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
+                  name: Any = lambda j: f"Xs[{j}]") -> None:
+    """Reject designs with a zero column or (nearly) collinear columns, from the
+    Gram matrices (one batched ``eigvalsh``; one per distinct design)."""
+    p, pmax = layout.p, layout.pmax
+    g = gram[:1] if gram.strides[0] == 0 else gram
+    d = np.sqrt(np.einsum("kpp->kp", g))
+    pad = ~layout.mask[: g.shape[0]]
     zero_col = (d == 0) & ~pad
     if zero_col.any():
-        j, c = np.argwhere(zero_col)[0]
-        raise ValueError(
-            f"Xs[{j}] column {c} is identically zero; drop it from equation {j}"
-        )
-    d[pad] = 1.0
-    gram[:, np.arange(pmax), np.arange(pmax)] += pad
-    scaled = gram / d[:, :, None] / d[:, None, :]
-    ev = np.linalg.eigvalsh(scaled)
+        j, c = (int(i) for i in np.argwhere(zero_col)[0])
+        raise ValueError(f"{name(j)} column {c} is identically zero (on the observed rows); "
+                         "drop that column")
+    ev = np.linalg.eigvalsh(g / d[:, :, None] / d[:, None, :])
     cond = ev[:, -1] / np.maximum(ev[:, 0], np.finfo(float).tiny)
     bad = np.flatnonzero((ev[:, 0] <= 0) | (cond > COLLINEARITY_COND))
     if bad.size:
@@ -181,81 +346,185 @@ def check_designs(X: np.ndarray, p: np.ndarray) -> np.ndarray:
         c = _collinear_column(X[j, :, : p[j]])
         more = f" (and {bad.size - 1} more equations)" if bad.size > 1 else ""
         raise ValueError(
-            f"Xs[{j}] is rank deficient{more}: column {c} is (nearly) a linear "
+            f"{name(j)} is rank deficient{more}: column {c} is (nearly) a linear "
             f"combination of the others (scaled condition number {cond[j]:.3g}); "
-            f"drop that column from equation {j}"
-        )
-    return gram
+            "drop that column")
 
 
-def validate_system(Xs: Any, Y: Any, k: Any) -> tuple[SystemData, int, np.ndarray]:
-    """Validate ``(Xs, Y, k)`` and return data, rank and Gram matrices.
+def _nan_policy(Ya: np.ndarray, mats: list, shared: bool, w: np.ndarray | None,
+                missing: str, name: Any, eq: Any, notes: bool) -> np.ndarray:
+    """Rows kept under the missing-data policy (raises, or notes what it drops)."""
+    note = warn if notes else (lambda *args: None)
+    N0 = Ya.shape[0]
+    obs = ~np.isnan(Ya)
+    xbad = np.column_stack([np.isnan(x).any(axis=1) for x in (mats[:1] if shared else mats)])
+    if missing in ("raise", "drop"):
+        bad = ~obs.all(axis=1) | xbad.any(axis=1)
+        if missing == "raise" and bad.any():
+            _refuse_nan(obs, xbad, eq)
+        if bad.any():
+            note(f"missing='drop': removed {int(bad.sum())} of {N0} rows with a missing "
+                 "value (listwise deletion)", MissingDataWarning)
+        keep = ~bad
+        if not keep.any():
+            raise ValueError("missing='drop' leaves no rows: every row has a missing value")
+    else:
+        for j in range(len(mats)):
+            badx = obs[:, j] & xbad[:, 0 if shared else j]
+            if badx.any():
+                i = int(np.flatnonzero(badx)[0])
+                what = (f"{name(j)} has NaN in row {i} where Y[{i}, {j}] is observed"
+                        if name(j) == f"Xs[{j}]" else
+                        f"{eq(j)} has NaN in row {i} of its exog where its dependent is observed")
+                raise ValueError(f"{what}; NaN in a design is allowed only where its response "
+                                 "is missing")
+        keep = obs.any(axis=1)
+        n_empty = int((~keep).sum())
+        if n_empty:
+            note(f"dropped {n_empty} row(s) with every response missing; they carry no "
+                 "information", MissingDataWarning)
+    if w is not None and (keep & (w == 0)).any():
+        note(f"dropped {int((keep & (w == 0)).sum())} row(s) with zero weight",
+             MissingDataWarning)
+        keep &= w > 0
+    return np.flatnonzero(keep)
+
+
+def _refuse_nan(obs: np.ndarray, xbad: np.ndarray, eq: Any) -> None:
+    """``missing="raise"``: name the first equation with a missing value."""
+    for j in range(obs.shape[1]):
+        for what, bad in (("dependent", ~obs[:, j]), ("exog", xbad[:, min(j, xbad.shape[1] - 1)])):
+            if bad.any():
+                raise ValueError(
+                    f"{eq(j)}: {what} has missing values (NaN, first at row "
+                    f"{int(np.flatnonzero(bad)[0])}) and missing='raise'; pass missing='ml' "
+                    "(maximum likelihood on the observed responses) or missing='drop' "
+                    "(listwise deletion)")
+
+
+def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray | None,
+           shared: bool, layout: CoefficientLayout) -> np.ndarray:
+    """The (K, n, pmax) design array: a view when possible, one copy otherwise."""
+    K, n = layout.K, rows.size
+    full = rows.size == mats[0].shape[0]
+    if shared and obs is None:
+        x = mats[0] if full else mats[0][rows]
+        return np.broadcast_to(x, (K, n, layout.pmax))
+    if X3 is not None and obs is None and full:
+        return X3                                     # the caller's (K, N, p) array
+    X = np.zeros((K, n, layout.pmax))
+    for j, x in enumerate(mats):  # one copy per equation, outside any hot path
+        xj = x if full else x[rows]
+        X[j, :, : xj.shape[1]] = xj if obs is None else np.where(obs[j][:, None], xj, 0.0)
+    return X
+
+
+def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
+                  labels: Sequence[str] | None = None,
+                  design_names: Sequence[str] | None = None, notes: bool = True) -> Problem:
+    """Validate a SUR system once and return its :class:`Problem`.
 
     Parameters
     ----------
-    Xs : list of K array_like, each (N, p_j), or ndarray (K, N, p)
-        Per-equation designs.
+    Xs : list of K array_like (N, p_j), ndarray (K, N, p), or ndarray (N, p)
+        Designs; a 2-D array (or a list holding one array K times) is one
+        design shared by every equation.  May be NaN in rows where that
+        equation's response is missing (``missing="ml"``).
     Y : array_like, shape (N, K)
-        Responses, one column per equation.
-    k : int
-        Number of latent factors, ``0 <= k < K``.
+        Responses; NaN marks a missing response.
+    weights : array_like, shape (N,), optional
+        Non-negative row weights, rescaled to mean 1 over the rows used;
+        zero-weight rows are dropped with a :class:`MissingDataWarning`.
+    missing : {"ml", "drop", "raise"}, default "ml"
+        ``"ml"``: keep every observed response (rows with none are dropped
+        with a note); ``"drop"``: listwise deletion of rows with any NaN;
+        ``"raise"``: ``ValueError`` on any NaN.
+    labels : list of K str, optional
+        Equation labels for messages (default: positions).
+    design_names : list of K str, optional
+        How messages name each design (default ``Xs[j]``).
+    notes : bool, default True
+        Emit a :class:`MissingDataWarning` for the rows dropped.
 
     Returns
     -------
-    data : SystemData
-    k : int
-    gram : ndarray, shape (K, pmax, pmax)
-        ``X_j' X_j`` (padded with a unit diagonal).
+    Problem
+
+    Raises
+    ------
+    TypeError, ValueError
+        Non-numeric or mis-shaped input, inf, NaN where not allowed, bad
+        weights, an equation with fewer than ``p_j + 1`` observed rows, a
+        zero or collinear design column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.standard_normal((50, 2))                  # one design, shared
+    >>> prob = build_problem(X, rng.standard_normal((50, 4)))
+    >>> prob.K, prob.N, prob.shared, prob.X.shape, prob.X.strides[0]
+    (4, 50, True, (4, 50, 2), 0)
+    >>> build_problem([X, X[:, :1]], np.full((50, 2), 1.0), missing="raise").p
+    array([2, 1])
     """
-    Ya = as_float_matrix(Y, "Y")
-    N, K = Ya.shape
-    if K == 0 or N == 0:
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
+    N0, K = Ya.shape
+    if K == 0 or N0 == 0:
         raise ValueError(f"Y must have at least one row and one column, got {Ya.shape}")
-    X, p = _stack_designs(Xs, N)
-    if X.shape[0] != K:
-        raise ValueError(f"Xs has {X.shape[0]} equations but Y has K={K} columns")
-    k = check_rank(k, K)
-    if N <= k + int(p.max()):
-        j = int(np.argmax(p))
+    labels = tuple(str(lab) for lab in labels) if labels is not None else None
+    names = list(design_names) if design_names is not None else [f"Xs[{j}]" for j in range(K)]
+    mats, shared, X3 = _design_list(Xs, N0, names)
+    if len(mats) != K:
+        raise ValueError(f"Xs has {len(mats)} equations but Y has K={K} columns")
+    eq = (lambda j: f"equation {labels[j]!r}") if labels else (lambda j: f"equation {j}")
+    for j, x in enumerate(mats[:1] if shared else mats):
+        if x.shape[0] != N0:
+            raise ValueError(f"{names[j]} has {x.shape[0]} rows but Y has {N0}")
+        if x.shape[1] == 0:
+            raise ValueError(f"{names[j]} has no columns; every equation needs a regressor")
+    w = check_weights(weights, N0)
+    has_nan = bool(np.isnan(Ya).any())
+    rows = (np.arange(N0) if not has_nan and (w is None or (w > 0).all())
+            and not any(np.isnan(x).any() for x in (mats[:1] if shared else mats))
+            else _nan_policy(Ya, mats, shared, w, missing, names.__getitem__, eq, notes))
+    Yr = Ya if rows.size == N0 else Ya[rows]
+    obs = ~np.isnan(Yr.T)
+    O = None if obs.all() else obs.astype(np.float64)
+    layout = CoefficientLayout(np.array([x.shape[1] for x in mats], dtype=np.int64))
+    n_obs = obs.sum(axis=1)
+    few = np.flatnonzero(n_obs < layout.p + 1)
+    if few.size:
+        j = int(few[0])
         raise ValueError(
-            f"N={N} rows is too few: the likelihood is unbounded unless "
-            f"N > k + max p_j = {k} + {int(p.max())} (equation {j})"
-        )
-    gram = check_designs(X, p)
-    data = SystemData(X=X, Yt=np.ascontiguousarray(Ya.T), p=p)
-    return data, k, gram
+            f"{eq(j)} has {int(n_obs[j])} observed rows but needs at least p_j + 1 = "
+            f"{int(layout.p[j]) + 1} to estimate its {int(layout.p[j])} coefficients and "
+            "its variance; drop that equation or some of its regressors")
+    X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
+    shared = shared and O is None
+    wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
+    gram = _gram(X, layout, O, wr, shared)
+    check_designs(X, gram, layout, names.__getitem__)
+    Yt = np.ascontiguousarray(Yr.T) if O is None else np.where(obs, Yr.T, 0.0)
+    return Problem(X=_readonly(X), Yt=_readonly(Yt), layout=layout, gram=gram, O=O, w=wr,
+                   labels=labels, rows=rows, n_rows_in=N0, shared=shared, missing=missing)
 
 
-def check_residual_variance(Rt: np.ndarray, Yt: np.ndarray, O: np.ndarray | None = None
-                            ) -> np.ndarray:
-    """Residual variances ``s_j`` (K,) of OLS residuals ``Rt`` (K, N); raise for
-    an equation that its regressors fit exactly (no error term to model).
-
-    With an observation mask ``O`` (K, N) (1.0 observed, 0.0 missing) the
-    variances are over each equation's observed rows.
-    """
-    if O is None:
-        n = Rt.shape[1]
-        s = np.einsum("kn,kn->k", Rt, Rt) / n
-        ref = np.einsum("kn,kn->k", Yt, Yt) / n
-    else:
-        n = O.sum(axis=1)
-        s = np.einsum("kn,kn->k", O * Rt, Rt) / n
-        ref = np.einsum("kn,kn->k", O * Yt, Yt) / n
-    bad = np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
-    if bad.size:
-        j = int(bad[0])
-        where = " on its observed rows" if O is not None else ""
+def check_fit_rank(problem: Problem, k: Any, *, warn_ledermann: bool = True) -> int:
+    """Check the factor rank for this problem: ``0 <= k < K`` and ``N > k + pmax``."""
+    k = check_rank(k, problem.K, warn_ledermann=warn_ledermann)
+    if problem.N <= k + problem.pmax:
+        j = int(np.argmax(problem.p))
         raise ValueError(
-            f"equation {j} has zero residual variance{where}: Y[:, {j}] is an exact "
-            f"linear combination of Xs[{j}]; remove that equation"
-        )
-    return s
+            f"N={problem.N} rows is too few: the likelihood is unbounded unless "
+            f"N > k + max p_j = {k} + {problem.pmax} ({problem.equation(j)})")
+    return k
 
 
 def has_nan(Y: Any) -> bool:
-    """True if ``Y`` is a float array containing NaN (a missing value); anything
-    else is left for validation to report."""
+    """True if ``Y`` is a float array containing NaN (a missing value)."""
     try:
         Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
         return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())

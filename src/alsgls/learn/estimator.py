@@ -37,17 +37,23 @@ except ImportError:  # pragma: no cover - older scikit-learn
     def _validate_data(est, *args, **kwargs):
         return est._validate_data(*args, **kwargs)
 
-from ..core._missing_validation import MISSING_POLICIES
-from ..core.problem import COLLINEARITY_COND, ZERO_VARIANCE_RTOL, as_float_matrix, has_nan
-from ..core.als import als_gls
-from ..core.ops import LOG_2PI, LowRankCovariance
-from .rank import RANK_METHODS, RankSelection, max_identifiable_rank, select_rank
+from .._warnings import warn
+from ..core.dispatch import fit_problem
+from ..core.ops import LOG_2PI, LowRankCovariance, row_core_inverse
+from ..core.options import solver_options
+from ..core.problem import MISSING_POLICIES, Problem, as_float_matrix, build_problem
+from .rank import (
+    RANK_METHODS, RankSelection, check_n_folds, max_identifiable_rank, select_rank_problem,
+)
 
 __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
 
 #: Noise-variance floor, relative to ``mean(Y_j**2)``, for an output that the
 #: regressors fit exactly (rank-0 fits only; such outputs have no error term).
 EXACT_FIT_FLOOR = 1e-12
+#: How messages name a shared design (the intercept column, when added, is the
+#: last one, so column numbers in messages are the user's).
+_SHARED_NAME = "X"
 
 
 class ExactFitWarning(UserWarning):
@@ -105,36 +111,12 @@ class LowRankPrecision:
         return f"LowRankPrecision(K={self.cov.K}, k={self.cov.k})"
 
 
-def _strip_intercept(Xd: np.ndarray, fit_intercept: bool) -> np.ndarray:
-    """The user's X from the design with the intercept column prepended."""
-    return Xd[:, 1:] if fit_intercept else Xd
-
-
 def _is_system(X: Any) -> bool:
     """True for the SUR form: a list/tuple of 2-D designs or a 3-D array."""
     if isinstance(X, np.ndarray):
         return X.ndim == 3
     return (isinstance(X, (list, tuple)) and len(X) > 0
             and all(np.ndim(x) == 2 for x in X))
-
-
-def _check_well_posed(Xd: np.ndarray) -> None:
-    """Reject a shared design with fewer rows than columns or collinear columns."""
-    N, p = Xd.shape
-    if N <= p:
-        raise ValueError(
-            f"n_samples={N} is too few for {p} regression coefficients per output "
-            f"(including the intercept): need n_samples > {p}"
-        )
-    scale = np.linalg.norm(Xd, axis=0)
-    if np.any(scale == 0):
-        raise ValueError(f"X column {int(np.flatnonzero(scale == 0)[0])} is identically zero")
-    sv = np.linalg.svd(Xd / scale, compute_uv=False)
-    if sv[-1] <= sv[0] / COLLINEARITY_COND:
-        raise ValueError(
-            f"X is rank deficient (scaled condition number {sv[0] / max(sv[-1], 1e-300):.3g}"
-            "): drop collinear columns (with fit_intercept=True, also any constant column)"
-        )
 
 
 class ALSGLS(RegressorMixin, BaseEstimator):
@@ -159,8 +141,11 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         Folds for ``rank="cv"``.
     tol : float, default 1e-10
         Relative NLL tolerance of the final fit (:func:`alsgls.als_gls`).
-    max_sweeps : int, default 200
-        Sweep limit of the final fit.
+    max_iter : int, optional
+        Sweep limit of the final fit (default 200; iterations of the
+        missing-data solver, default 1000, with ``missing="ml"``).
+    max_sweeps : int, optional
+        Deprecated spelling of ``max_iter``.
     random_state : int, default 0
         Seed of the eigen-solvers and of the CV split.
     missing : {"raise", "ml", "drop"}, default "raise"
@@ -229,9 +214,10 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         max_rank: int | None = None,
         n_folds: int = 5,
         tol: float = 1e-10,
-        max_sweeps: int = 200,
+        max_iter: int | None = None,
         random_state: int = 0,
         missing: str = "raise",
+        max_sweeps: int | None = None,
     ) -> None:
         self.missing = missing
         self.rank = rank
@@ -239,8 +225,9 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self.max_rank = max_rank
         self.n_folds = n_folds
         self.tol = tol
-        self.max_sweeps = max_sweeps
+        self.max_iter = max_iter
         self.random_state = random_state
+        self.max_sweeps = max_sweeps
 
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self):
@@ -260,7 +247,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         Parameters
         ----------
         X : array_like (N, p), or list of K array_like (N, p_j), or ndarray (K, N, p)
-            A design shared by all outputs, or one design per output (SUR form).
+            A design shared by all outputs (stored once), or one design per
+            output (SUR form).
         Y : array_like, shape (N, K)
             Outputs; must be 2-D (see Notes of the class).
 
@@ -268,155 +256,125 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         -------
         self
         """
-        self._check_params()
-        if self.missing != "raise" and has_nan(Y):
-            return self._fit_missing(X, Y)
-        if _is_system(X):
-            Xs, Y = self._prepare_system(X, Y)
-        else:
-            Xs, Y = self._prepare_shared(X, Y)
-        N, K = Y.shape
-        pmax = max(x.shape[1] for x in Xs)
-        k, selection = self._resolve_rank(Xs, Y, N, K, pmax)
-        if k == 0:
-            B, D, nll = self._rank0(Xs, Y)
-            F = np.zeros((K, 0))
-            trace, n_iter, converged = np.array([nll]), 0, True
-        else:
-            fit = als_gls(Xs, Y, k, tol=self.tol, max_sweeps=self.max_sweeps,
-                          random_state=self.random_state)
-            B, F, D = [b[:, 0] for b in fit.B], fit.F, fit.D
-            trace, n_iter, converged = fit.nll_trace, fit.n_iter, fit.converged
-        self._store(B, F, D, k, selection, trace, n_iter, converged)
+        options = self._check_params()
+        problem = self._problem(X, Y)
+        s, exact = problem.exact_fits(problem.ols()[1])
+        k, selection = self._resolve_rank(problem, options, exact)
+        if exact.size and k == 0:
+            self._store(*self._rank0(problem, s), 0, selection)
+            return self
+        fit, _ = fit_problem(problem, k, options, missing_fit=False)
+        self._store([b[:, 0] for b in fit.B], fit.F, fit.D, fit.nll_trace, fit.n_iter,
+                    fit.converged, k, selection)
         return self
 
-    def _fit_missing(self, X: Any, Y: Any) -> "ALSGLS":
-        """``missing="ml"`` or ``"drop"`` with NaN in ``Y``."""
-        Ya = as_float_matrix(Y, "Y", allow_nan=True)
-        if _is_system(X):
-            Xs, _ = self._prepare_system(X, np.nan_to_num(Ya))
-        else:
-            Xs, _ = self._prepare_shared(X, np.nan_to_num(Ya))
-        complete = ~np.isnan(Ya).any(axis=1)
-        if self.missing == "drop":
-            return self.fit([x[complete] for x in Xs] if not self._shared else
-                            _strip_intercept(Xs[0][complete], self.fit_intercept), Ya[complete])
-        N, K = Ya.shape
-        pmax = max(x.shape[1] for x in Xs)
-        if isinstance(self.rank, str):
-            if complete.sum() <= pmax + 2:
-                raise ValueError(
-                    f"rank={self.rank!r} with missing outputs selects the rank on the "
-                    f"{int(complete.sum())} rows with every output observed, too few for "
-                    f"{pmax} coefficients per output; pass an integer rank"
-                )
-            k, selection = self._resolve_rank([x[complete] for x in Xs], Ya[complete],
-                                              int(complete.sum()), K, pmax)
-        else:
-            k, selection = self._resolve_rank(Xs, np.nan_to_num(Ya), N, K, pmax)
-        fit = als_gls(Xs, Ya, k, tol=self.tol, max_sweeps=self.max_sweeps,
-                      random_state=self.random_state, missing="ml")
-        self._store([b[:, 0] for b in fit.B], fit.F, fit.D, k, selection,
-                    fit.nll_trace, fit.n_iter, fit.converged)
-        return self
-
-    def _check_params(self) -> None:
+    def _check_params(self):
+        """Validate the hyper-parameters; return the solver options."""
         if self.missing not in MISSING_POLICIES:
             raise ValueError(f"missing must be 'raise', 'ml' or 'drop', got {self.missing!r}")
         r = self.rank
         ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
         if not ok_int and not (isinstance(r, str) and r in RANK_METHODS):
             raise ValueError(
-                f"rank must be a non-negative integer or one of {RANK_METHODS}, got {r!r}"
-            )
+                f"rank must be a non-negative integer or one of {RANK_METHODS}, got {r!r}")
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise TypeError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+        check_n_folds(self.n_folds)
+        kw = {"tol": self.tol, "max_iter": self.max_iter, "random_state": self.random_state}
+        if self.max_sweeps is not None:     # the deprecated spelling
+            kw["max_sweeps"] = self.max_sweeps
+        return solver_options(where="ALSGLS", **kw)
 
-    def _prepare_shared(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
-        X, Y = _validate_data(self, X, Y, multi_output=True, y_numeric=True,
-                              dtype=np.float64)
-        Y = np.asarray(Y, dtype=np.float64)
-        if Y.ndim == 1:
-            raise ValueError(
-                "Y is 1-D (a single output). ALSGLS models the covariance between "
-                "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
-                "least squares (rank 0), or use sklearn.linear_model.LinearRegression"
-            )
-        Xd = self._with_intercept(X)
-        _check_well_posed(Xd)
-        self._shared = True
-        return [Xd] * Y.shape[1], Y
-
-    def _prepare_system(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
-        if Y is None:
-            raise ValueError("ALSGLS requires Y to be passed, but the target Y is None")
-        if np.ndim(Y) == 1:
-            raise ValueError("Y must be 2-D (N, K), one column per equation; got a 1-D array")
-        Ya = as_float_matrix(Y, "Y")
-        Xs = [as_float_matrix(x, f"X[{j}]") for j, x in enumerate(X)]
-        if len(Xs) != Ya.shape[1]:
-            raise ValueError(f"X has {len(Xs)} equations but Y has K={Ya.shape[1]} columns")
-        for j, x in enumerate(Xs):
-            if x.shape[0] != Ya.shape[0]:
-                raise ValueError(f"X[{j}] has {x.shape[0]} rows but Y has {Ya.shape[0]}")
-        self._shared = False
-        if hasattr(self, "n_features_in_"):
-            del self.n_features_in_
-        return [self._with_intercept(x) for x in Xs], Ya
+    def _problem(self, X: Any, Y: Any) -> Problem:
+        """Validate ``(X, Y)`` once: the one problem every later step uses."""
+        if _is_system(X):
+            if Y is None:
+                raise ValueError("ALSGLS requires Y to be passed, but the target Y is None")
+            if np.ndim(Y) == 1:
+                raise ValueError("Y must be 2-D (N, K), one column per equation; got a 1-D array")
+            self._shared = False
+            if hasattr(self, "n_features_in_"):
+                del self.n_features_in_
+            Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
+            Xs = [self._with_intercept(as_float_matrix(x, f"X[{j}]", 2))
+                  for j, x in enumerate(X)]
+            names = [f"X[{j}]" for j in range(len(Xs))]
+        else:
+            self._shared = True
+            nan_ok = self.missing != "raise" and Y is not None and np.ndim(Y) == 2
+            Ya = as_float_matrix(Y, "Y", 2, allow_nan=True) if nan_ok else None
+            X, Yv = _validate_data(self, X, np.nan_to_num(Ya) if nan_ok else Y,
+                                   multi_output=True, y_numeric=True, dtype=np.float64)
+            if np.ndim(Yv) == 1:
+                raise ValueError(
+                    "Y is 1-D (a single output). ALSGLS models the covariance between "
+                    "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
+                    "least squares (rank 0), or use sklearn.linear_model.LinearRegression")
+            Ya = Ya if nan_ok else np.asarray(Yv, dtype=np.float64)
+            Xs = self._with_intercept(X)
+            if Xs.shape[0] <= Xs.shape[1]:
+                raise ValueError(
+                    f"n_samples={Xs.shape[0]} is too few for {Xs.shape[1]} regression "
+                    f"coefficients per output (including the intercept): need "
+                    f"n_samples > {Xs.shape[1]}")
+            names = [_SHARED_NAME] * Ya.shape[1]
+        return build_problem(Xs, Ya, missing=self.missing, design_names=names)
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
+        """The design with an intercept column appended last (if asked)."""
         if not self.fit_intercept:
             return X
-        return np.hstack([np.ones((X.shape[0], 1)), X])
+        return np.hstack([X, np.ones((X.shape[0], 1))])
 
-    def _resolve_rank(self, Xs: list, Y: np.ndarray, N: int, K: int,
-                      pmax: int) -> tuple[int, RankSelection | None]:
+    def _resolve_rank(self, problem: Problem, options: Any,
+                      exact: np.ndarray) -> tuple[int, RankSelection | None]:
+        N, K, pmax = problem.N, problem.K, problem.pmax
         kmax = max_identifiable_rank(K, N, pmax)
         if not isinstance(self.rank, str):
             if self.rank > kmax:
                 raise ValueError(
                     f"rank={self.rank} exceeds the largest identifiable rank {kmax} for "
                     f"K={K} outputs, N={N} rows and {pmax} coefficients per output "
-                    "(need (K-k)^2 >= K+k and N > k + p)"
-                )
+                    "(need (K-k)^2 >= K+k and N > k + p)")
             return int(self.rank), None
-        if kmax == 0 or self._exact_outputs(Xs, Y).size:
+        sub = problem
+        if not problem.complete:   # a rank *method* runs on the complete rows
+            rows = np.flatnonzero(problem.O.all(axis=0))
+            if rows.size <= pmax + 2:
+                raise ValueError(
+                    f"rank={self.rank!r} with missing outputs selects the rank on the "
+                    f"{rows.size} rows with every output observed, too few for {pmax} "
+                    "coefficients per output; pass an integer rank")
+            sub = problem.take(rows)
+            kmax = max_identifiable_rank(K, sub.N, pmax)
+        if kmax == 0 or exact.size:
+            if exact.size:
+                warn(f"{exact.size} output(s) are fitted exactly by their regressors (zero "
+                     f"residual variance), e.g. output {int(exact[0])}; using rank 0",
+                     ExactFitWarning)
             return 0, None
         max_rank = self.max_rank if self.max_rank is None else min(self.max_rank, kmax)
-        sel = select_rank(Xs, Y, method=self.rank, max_rank=max_rank,
-                          n_folds=self.n_folds, random_state=self.random_state)
+        sel = select_rank_problem(sub, method=self.rank, max_rank=max_rank,
+                                  n_folds=self.n_folds,
+                                  options=options.replace(tol=1e-6, max_iter=None))
         return sel.rank, sel
 
-    def _ols(self, Xs: list, Y: np.ndarray) -> list:
-        if self._shared:
-            coef = np.linalg.lstsq(Xs[0], Y, rcond=None)[0]
-            return [coef[:, j] for j in range(Y.shape[1])]
-        return [np.linalg.lstsq(x, Y[:, j], rcond=None)[0] for j, x in enumerate(Xs)]
+    def _rank0(self, problem: Problem, s: np.ndarray) -> tuple:
+        """k = 0 with outputs fitted exactly: Sigma diagonal, so GLS = OLS, with the
+        noise variances floored relative to each output's mean square."""
+        theta, _ = problem.ols()
+        Om = problem.observation_weights
+        msq = np.einsum("kn,kn,kn->k", Om, problem.Yt, problem.Yt) / Om.sum(axis=1)
+        D = np.maximum(s, np.maximum(EXACT_FIT_FLOOR * msq, np.finfo(float).tiny))
+        nll = 0.5 * (problem.K * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D))
+        B = [b[:, 0] for b in problem.layout.unpad(theta)]
+        return B, np.zeros((problem.K, 0)), D, np.array([nll]), 0, True
 
-    def _exact_outputs(self, Xs: list, Y: np.ndarray) -> np.ndarray:
-        R = Y - np.column_stack([x @ b for x, b in zip(Xs, self._ols(Xs, Y))])
-        s, ref = np.mean(R * R, axis=0), np.mean(Y * Y, axis=0)
-        exact = np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
-        if exact.size:
-            warnings.warn(
-                f"{exact.size} output(s) are fitted exactly by their regressors (zero "
-                f"residual variance), e.g. output {int(exact[0])}; using rank 0",
-                ExactFitWarning, stacklevel=4)
-        return exact
-
-    def _rank0(self, Xs: list, Y: np.ndarray) -> tuple[list, np.ndarray, float]:
-        """k = 0: Sigma diagonal, so GLS = equation-by-equation OLS exactly."""
-        B = self._ols(Xs, Y)
-        R = Y - np.column_stack([x @ b for x, b in zip(Xs, B)])
-        s = np.mean(R * R, axis=0)
-        floor = EXACT_FIT_FLOOR * np.maximum(np.mean(Y * Y, axis=0), 1.0)
-        D = np.maximum(s, floor)
-        nll = 0.5 * (Y.shape[1] * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D))
-        return B, D, float(nll)
-
-    def _store(self, B, F, D, k, selection, trace, n_iter, converged) -> None:
+    def _store(self, B, F, D, trace, n_iter, converged, k, selection) -> None:
         K = len(B)
         if self.fit_intercept:
-            self.intercept_ = np.array([b[0] for b in B])
-            B = [b[1:] for b in B]
+            self.intercept_ = np.array([b[-1] for b in B])
+            B = [b[:-1] for b in B]
         else:
             self.intercept_ = 0.0
         self.coef_list_ = [np.asarray(b, dtype=np.float64) for b in B]
@@ -507,17 +465,10 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         k = F.shape[1]
         if k == 0:
             return np.where(obs, Yp, mean)
-        Fs = F / D[:, None]
-        b = np.where(obs, Yp - mean, 0.0) @ Fs                    # F_O' D_O^-1 r_O
+        b = np.where(obs, Yp - mean, 0.0) @ (F / D[:, None])     # F_O' D_O^-1 r_O
         patterns, inv = np.unique(obs, axis=0, return_inverse=True)
-        inv = np.ravel(inv)
-        outer = (F[:, :, None] * Fs[:, None, :]).reshape(len(D), k * k)
-        C = (patterns.astype(np.float64) @ outer).reshape(-1, k, k) + np.eye(k)
-        m = np.empty_like(b)
-        for g in range(len(patterns)):                          # one Cholesky per pattern
-            rows = np.flatnonzero(inv == g)
-            L = np.linalg.cholesky(C[g])
-            m[rows] = np.linalg.solve(L.T, np.linalg.solve(L, b[rows].T)).T
+        Linv = row_core_inverse(F, D, patterns.T.astype(np.float64))[np.ravel(inv)]
+        m = np.einsum("nji,nj->ni", Linv, np.einsum("nij,nj->ni", Linv, b))   # C_O^-1 b
         return np.where(obs, Yp, mean + m @ F.T)
 
     # ------------------------------------------------------- likelihood etc.

@@ -28,20 +28,20 @@ is unreliable.
 
 from __future__ import annotations
 
-import warnings
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from .._threads import blas_threads as _blas_threads
-from ..core.problem import SystemData, validate_system
-from ..core.als import _ols, als_gls
-from ..core.fit_result import pad_coefficients
-from ..exceptions import ConvergenceWarning, HeywoodWarning, IdentificationWarning
-from ..core.ops import block_jacobi_inverse, design_matvec
+from .._threads import blas_threads
+from ..core.dispatch import fit_problem
+from ..core.ops import design_matvec
+from ..core.options import SolverOptions, solver_options
+from ..core.problem import Problem, build_problem
 
-__all__ = ["RankSelection", "select_rank", "max_identifiable_rank", "RANK_METHODS"]
+__all__ = ["RankSelection", "select_rank", "select_rank_problem", "max_identifiable_rank",
+           "RANK_METHODS"]
 
 #: Accepted values of ``method``.
 RANK_METHODS = ("auto", "onatski", "bic", "aic", "cv")
@@ -233,8 +233,8 @@ def _whitened_count(mu: np.ndarray, N_eff: int, K: int, N: int, kmax: int) -> in
     return min(int(np.sum(mu > center + TW_QUANTILE * scale)), kmax)
 
 
-def _auto(data: SystemData, Rt: np.ndarray, lam: np.ndarray, kmax: int, tol: float,
-          seed: int) -> tuple[int, list, list, np.ndarray]:
+def _auto(data: Problem, lam: np.ndarray, kmax: int,
+          options: SolverOptions) -> tuple[int, list, list, np.ndarray]:
     """Whitened edge test, refitting until the count is stable.
 
     Start: the correlation eigenvalues ``lam`` (whitening by the total
@@ -247,12 +247,10 @@ def _auto(data: SystemData, Rt: np.ndarray, lam: np.ndarray, kmax: int, tol: flo
     N_eff = N - pmax
     r = _whitened_count(lam, N_eff, K, N, kmax)
     visited, spectra, mu = [r], [], lam
-    Xs = _designs(data, slice(None))
     for _ in range(AUTO_MAX_FITS):
-        fit = _quiet_fit(Xs, data.Yt.T, r, tol, seed)
-        theta = pad_coefficients(fit.B, data.pmax)
-        R = data.Yt - design_matvec(data.X, theta)
-        mu = _top_eigenvalues((R / np.sqrt(fit.D * N)[:, None]).T, kmax + ED_TAIL, seed)
+        fit, R = _quiet_fit(data, r, options)
+        mu = _top_eigenvalues((R / np.sqrt(fit.D * N)[:, None]).T, kmax + ED_TAIL,
+                              options.random_state)
         spectra.append(mu)
         r_new = _whitened_count(mu, N_eff, K, N, kmax)
         visited.append(r_new)
@@ -271,13 +269,11 @@ def n_parameters(P: int, K: int, k: int) -> int:
     return int(P + K * k + K - k * (k - 1) // 2)
 
 
-def _quiet_fit(Xs: Any, Y: np.ndarray, k: int, tol: float, seed: int):
-    """A candidate fit; Heywood and slow-convergence warnings are expected for
-    superfluous factors and do not affect the comparison, so they are muted."""
-    with warnings.catch_warnings():
-        for cls in (HeywoodWarning, ConvergenceWarning, IdentificationWarning):
-            warnings.simplefilter("ignore", cls)
-        return als_gls(Xs, Y, k, tol=tol, random_state=seed)
+def _quiet_fit(problem: Problem, k: int, options: SolverOptions):
+    """A candidate fit and its residuals.  Heywood, slow-convergence and
+    identification warnings are expected for superfluous factors and do not
+    affect the comparison, so the dispatcher is asked not to emit them."""
+    return fit_problem(problem, k, options, quiet=True, missing_fit=False)
 
 
 def _sequential(score: Callable[[int], float], kmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -297,39 +293,32 @@ def _sequential(score: Callable[[int], float], kmax: int) -> tuple[np.ndarray, n
     return np.asarray(ks), np.asarray(vals)
 
 
-def _designs(data: SystemData, rows: Any) -> list:
-    """Unpadded per-equation designs restricted to ``rows`` (views where possible)."""
-    return [data.X[j, rows, : data.p[j]] for j in range(data.K)]
-
-
-def _information_criterion(data: SystemData, Xs: Any, Y: np.ndarray, kmax: int,
-                           kind: str, tol: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _information_criterion(data: Problem, kmax: int, kind: str,
+                           options: SolverOptions) -> tuple[np.ndarray, np.ndarray]:
     N, K, P = data.N, data.K, int(data.p.sum())
     pen = np.log(N) if kind == "bic" else 2.0
 
     def score(k: int) -> float:
-        fit = _quiet_fit(Xs, Y, k, tol, seed)
+        fit, _ = _quiet_fit(data, k, options)
         return 2.0 * N * fit.nll + pen * n_parameters(P, K, k)
 
     return _sequential(score, kmax)
 
 
-def _cross_validation(data: SystemData, kmax: int, n_folds: int, tol: float,
-                      seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _cross_validation(data: Problem, kmax: int, n_folds: int,
+                      options: SolverOptions) -> tuple[np.ndarray, np.ndarray]:
     N = data.N
-    if n_folds < 2 or n_folds > N:
+    if n_folds > N:
         raise ValueError(f"n_folds must be between 2 and N={N}, got {n_folds}")
-    folds = np.array_split(np.random.default_rng(seed).permutation(N), n_folds)
-    Y = data.Yt.T
+    folds = np.array_split(np.random.default_rng(options.random_state).permutation(N), n_folds)
+    splits = [(data.take(np.setdiff1d(np.arange(N), test)), data.take(test)) for test in folds]
 
     def score(k: int) -> float:
         total = 0.0
-        for test in folds:
-            train = np.setdiff1d(np.arange(N), test)
-            fit = _quiet_fit(_designs(data, train), Y[train], k, tol, seed)
-            theta = pad_coefficients(fit.B, data.pmax)
-            Rt = data.Yt[:, test] - design_matvec(data.X[:, test, :], theta)
-            total += fit.cov.nll_per_row(Rt) * test.size
+        for train, test in splits:
+            fit, _ = _quiet_fit(train, k, options)
+            Rt = test.Yt - design_matvec(test.X, test.layout.pad(fit.B))
+            total += fit.cov.nll_per_row(Rt) * test.N
         return total / N
 
     return _sequential(score, kmax)
@@ -343,6 +332,15 @@ def _check_method(method: Any) -> str:
     if not isinstance(method, str) or method not in RANK_METHODS:
         raise ValueError(f"method must be one of {RANK_METHODS}, got {method!r}")
     return method
+
+
+def check_n_folds(n_folds: Any) -> int:
+    """``n_folds`` must be an integer of at least 2."""
+    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral):
+        raise TypeError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
+    return int(n_folds)
 
 
 def _resolve_max_rank(max_rank: Any, K: int, N: int, pmax: int) -> int:
@@ -416,21 +414,39 @@ def select_rank(
     >>> select_rank(Xs, Y).rank
     3
     """
-    with _blas_threads(1):  # many mid-sized GEMVs: see alsgls._threads
-        return _select_rank(Xs, Y, method=method, max_rank=max_rank, n_folds=n_folds,
-                            tol=tol, random_state=random_state)
+    options = solver_options(tol=tol, random_state=random_state, where="select_rank")
+    return select_rank_problem(build_problem(Xs, Y, missing="raise"), method=method,
+                               max_rank=max_rank, n_folds=n_folds, options=options)
 
 
-def _select_rank(Xs: Any, Y: Any, *, method: str, max_rank: int | None, n_folds: int,
-                 tol: float, random_state: int) -> RankSelection:
+def select_rank_problem(data: Problem, *, method: str = "auto", max_rank: int | None = None,
+                        n_folds: int = 5, options: SolverOptions | None = None
+                        ) -> RankSelection:
+    """:func:`select_rank` on a validated, complete problem (no re-validation).
+
+    ``options`` are those of the candidate fits (default: ``tol =
+    SELECTION_TOL``); BLAS runs with one thread (many mid-sized GEMVs, see
+    :mod:`alsgls._threads`).
+    """
     method = _check_method(method)
-    data, _, gram = validate_system(Xs, Y, 0)
+    n_folds = check_n_folds(n_folds)
+    options = solver_options(options, tol=SELECTION_TOL) if options is None else options
+    options = options.replace(blas_threads=1)
+    if not data.complete or data.w is not None:
+        raise ValueError("rank selection needs complete, unweighted responses")
+    with blas_threads(1):
+        return _select(data, method, max_rank, n_folds, options)
+
+
+def _select(data: Problem, method: str, max_rank: int | None, n_folds: int,
+            options: SolverOptions) -> RankSelection:
+    """The body of :func:`select_rank_problem` (arguments checked)."""
     N, K, pmax = data.N, data.K, int(data.p.max())
     kmax = _resolve_max_rank(max_rank, K, N, pmax)
-    _, Rt = _ols(data, block_jacobi_inverse(gram))
+    _, Rt = data.ols()
     n_spec = min(N - pmax, K)
     m = min(kmax + ED_TAIL, n_spec)
-    lam = _residual_spectrum(Rt, m, random_state) if kmax > 0 else np.zeros(0)
+    lam = _residual_spectrum(Rt, m, options.random_state) if kmax > 0 else np.zeros(0)
     chosen = method
     if method == "auto" and not (n_spec >= ED_MIN_SPECTRUM and lam.size >= kmax + ED_TAIL):
         chosen = "bic"
@@ -452,21 +468,18 @@ def _select_rank(Xs: Any, Y: Any, *, method: str, max_rank: int | None, n_folds:
         return RankSelection(rank=r, method=chosen, candidates=np.arange(1, kmax + 1),
                              scores=gaps, threshold=delta, n_fits=0, **common)
     if chosen == "auto":
-        r, visited, spectra, mu = _auto(data, Rt, lam, kmax, tol, random_state)
+        r, visited, spectra, mu = _auto(data, lam, kmax, options)
         center, scale = _tw_edge(N - pmax, K, N)
         return RankSelection(
             rank=r, method="auto", candidates=np.arange(1, mu.size + 1),
             scores=(mu - center) / scale, threshold=TW_QUANTILE, n_fits=len(spectra),
             details={"ranks_visited": visited, "whitened_eigenvalues": spectra},
             **common)
-    Ya = data.Yt.T
     if chosen in ("bic", "aic"):
-        ks, vals = _information_criterion(data, _designs(data, slice(None)), Ya, kmax,
-                                          chosen, tol, random_state)
+        ks, vals = _information_criterion(data, kmax, chosen, options)
         n_fits = ks.size
     else:
-        ks, vals = _cross_validation(data, kmax, n_folds, tol, random_state)
+        ks, vals = _cross_validation(data, kmax, n_folds, options)
         n_fits = ks.size * n_folds
     return RankSelection(rank=int(ks[np.argmin(vals)]), method=chosen, candidates=ks,
                          scores=vals, threshold=float("nan"), n_fits=n_fits, **common)
-

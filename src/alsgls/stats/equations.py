@@ -13,14 +13,15 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..core._missing_validation import _as_float_nan_ok
+from ..core.problem import as_float_matrix
 
 __all__ = ["Equation", "build_equations"]
 
 
 @dataclass(frozen=True)
 class Equation:
-    """One validated equation.
+    """One validated equation (its arrays are read-only views of the caller's
+    data when those are float64: nothing is copied here).
 
     Attributes
     ----------
@@ -49,6 +50,13 @@ class Equation:
         if X.shape[0] == 0:
             return False
         return bool(np.any(np.all(X == X[:1], axis=0) & (X[0] != 0)))
+
+
+def _as_float_nan_ok(a: Any, name: str, ndim: int) -> np.ndarray:
+    """A read-only float64 view (a copy only when the dtype differs); NaN allowed."""
+    v = as_float_matrix(a, name, ndim, allow_nan=True).view()
+    v.flags.writeable = False
+    return v
 
 
 def _check_numeric_frame(obj: Any, where: str) -> None:

@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import difflib
 import re
-import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import stats
 
-from .._labels import _pandas
-from ..exceptions import MissingDataWarning
 
 __all__ = ["TestResult", "parse_restrictions", "restriction_matrix"]
 
@@ -212,7 +209,7 @@ def wald_test(res: Any, restrictions: Any, value: Any = None) -> TestResult:
     """:meth:`SURResults.wald_test` for the fitted results ``res``."""
     R, r = restriction_matrix(restrictions, value, res.param_names)
     diff = R @ np.asarray(res.params) - r
-    V = res._contrast_cov(R)
+    V = res.contrast_covariance(R)
     try:
         W = float(diff @ np.linalg.solve(V, diff))
     except np.linalg.LinAlgError as exc:
@@ -220,7 +217,7 @@ def wald_test(res: Any, restrictions: Any, value: Any = None) -> TestResult:
     q = R.shape[0]
     null = "R beta = r" if not isinstance(restrictions, (str, list, tuple)) else str(restrictions)
     if res.debiased:
-        df2 = int((res._n - res._data.p).min())
+        df2 = int(np.min(np.asarray(res.df_resid_equation)))
         return TestResult("Wald test (F)", W / q, float(stats.f.sf(W / q, q, df2)),
                           (q, df2), "F", null)
     return chi2_result("Wald test", W, q, null)
@@ -234,18 +231,11 @@ def lr_test(res: Any, against: str = "diagonal", **fit_options: Any) -> TestResu
     if against not in ("diagonal", "rank-1"):
         raise ValueError(f"against must be 'diagonal' or 'rank-1', got {against!r}")
     k0 = 0 if against == "diagonal" else k - 1
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingDataWarning)  # already reported
-        restricted = type(res.model)(
-            {e.label: (e.y, _named(e)) for e in res.model.equations}, rank=k0,
-            missing=res.model.missing, weights=res.model._weights_in)
     method = res.fit_result.method
     opts = {"tol": res.fit_result.tol, "method": method if method in ("als", "em") else "als"}
     opts.update(fit_options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", MissingDataWarning)  # already reported
-        res0 = restricted.fit(**opts)
-    K = res._data.K
+    res0 = res.model.with_rank(k0).fit(**opts)
+    K = res.problem.K
     df = _n_cov(K, k) - _n_cov(K, k0)
     stat = max(2.0 * (res.llf - res0.llf), 0.0)
     return chi2_result(f"LR test rank {k} vs {k0}", stat, df,
@@ -254,13 +244,12 @@ def lr_test(res: Any, against: str = "diagonal", **fit_options: Any) -> TestResu
 
 def breusch_pagan(res: Any) -> TestResult:
     """:meth:`SURResults.breusch_pagan` for the fitted results ``res``."""
-    Q, _ = res._inference._qr
-    Yt = res._data.Yt
-    if res.model.weights is not None:
-        Yt = Yt * np.sqrt(res.model.weights)[None, :]
-    E = Yt - np.einsum("kna,kma,km->kn", Q, Q, Yt, optimize=True)  # OLS residuals
-    if res.model.observed is not None:
-        return _pairwise_breusch_pagan(E, res.model.observed.T.astype(np.float64))
+    prob = res.problem
+    _, E = prob.ols()                                             # (weighted) OLS residuals
+    if prob.w is not None:
+        E = E * np.sqrt(prob.w)[None, :]
+    if prob.O is not None:
+        return _pairwise_breusch_pagan(E, prob.O)
     Z = E / np.linalg.norm(E, axis=1, keepdims=True)              # (K, N), unit rows
     K, N = Z.shape
     total, step = 0.0, max(1, 2**22 // max(K, N))
@@ -295,9 +284,3 @@ def _pairwise_breusch_pagan(E: np.ndarray, O: np.ndarray) -> TestResult:
 
 def _n_cov(K: int, k: int) -> int:
     return min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2)
-
-
-def _named(e: Any) -> Any:
-    pd = _pandas()
-    return e.X if pd is None else pd.DataFrame(e.X, columns=list(e.exog_names))
-

@@ -17,61 +17,64 @@ from scipy import stats
 
 from .._labels import _frame
 from ..core.ops import design_matvec
+from ..core.problem import as_float_matrix
 
 __all__ = ["PredictionResults", "get_prediction", "new_designs"]
 
 
 def new_designs(model: Any, exog: Any, data: Any) -> tuple[list[np.ndarray], Any]:
-    """Per-equation designs (N_new, p_j) for prediction and their row index."""
+    """Validated designs (N_new, p_j) for prediction and their row index.
+
+    Every design is finite with the equation's number of columns and the same
+    number of rows; messages name the equation by its label.
+    """
     eqs = model.equations
-    formulas = getattr(model, "_formulas", None)
     if data is not None:
-        if formulas is None:
-            raise ValueError("data= is only for models built with SUR.from_formula; "
-                             "pass exog={label: array} instead")
-        Xs = [np.asarray(formulas["specs"][e.label].get_model_matrix(data), dtype=float)
-              for e in eqs]
-        return Xs, getattr(data, "index", None)
-    if exog is None:
+        Xs, index = model.design_matrices(data), getattr(data, "index", None)
+    elif exog is None:   # the estimation sample as given (NaN where a design is missing)
         return [e.X for e in eqs], model.index
-    if isinstance(exog, dict):
-        missing = [e.label for e in eqs if e.label not in exog]
-        if missing:
-            raise ValueError(f"exog lacks equations {missing[:5]}")
-        items = [exog[e.label] for e in eqs]
     else:
-        items = list(exog)
-        if len(items) != len(eqs):
-            raise ValueError(f"exog has {len(items)} entries but the model has {len(eqs)} equations")
-    index = getattr(items[0], "index", None)
-    Xs = []
-    for e, x in zip(eqs, items):
-        xa = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x, dtype=float)
-        xa = xa[:, None] if xa.ndim == 1 else xa
+        if isinstance(exog, dict):
+            missing = [e.label for e in eqs if e.label not in exog]
+            if missing:
+                raise ValueError(f"exog lacks equations {missing[:5]}")
+            items = [exog[e.label] for e in eqs]
+        else:
+            items = list(exog)
+            if len(items) != len(eqs):
+                raise ValueError(f"exog has {len(items)} entries but the model has "
+                                 f"{len(eqs)} equations")
+        index = getattr(items[0], "index", None)
+        Xs = [np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x) for x in items]
+        Xs = [x[:, None] if x.ndim == 1 else x for x in Xs]
+    out = []
+    for e, x in zip(eqs, Xs):
+        xa = as_float_matrix(x, f"equation {e.label!r}: exog", 2)
         if xa.shape[1] != e.X.shape[1]:
             raise ValueError(f"equation {e.label!r}: exog has {xa.shape[1]} columns, "
                              f"the model has {e.X.shape[1]}")
-        if Xs and xa.shape[0] != Xs[0].shape[0]:
+        if out and xa.shape[0] != out[0].shape[0]:
             raise ValueError(f"equation {e.label!r}: exog has {xa.shape[0]} rows, "
-                             f"the first equation has {Xs[0].shape[0]}")
-        Xs.append(xa)
-    return Xs, index
+                             f"the first equation has {out[0].shape[0]}")
+        out.append(xa)
+    return out, index
 
 
 def get_prediction(res: Any, exog: Any = None, *, data: Any = None) -> "PredictionResults":
-    """:meth:`SURResults.get_prediction` for the fitted results ``res``."""
+    """:meth:`SURResults.get_prediction` for the fitted results ``res``
+    (public attributes only)."""
     Xs, index = new_designs(res.model, exog, data)
-    d = res._data
-    X = np.zeros((d.K, Xs[0].shape[0], d.pmax))
+    lay = res.problem.layout
+    X = np.zeros((lay.K, Xs[0].shape[0], lay.pmax))
     for j, x in enumerate(Xs):
         X[j, :, : x.shape[1]] = x
-    mean = design_matvec(X, res._theta).T
-    inf = res._inference
-    blocks = inf.robust_diagonal_blocks if res.cov_type == "robust" else inf.diagonal_blocks
-    s = np.sqrt(res._n / (res._n - d.p)) if res.debiased else np.ones(d.K)
+    mean = design_matvec(X, lay.pad(res.fit_result.B)).T
+    blocks = res.cov_estimator.diagonal_blocks
+    n = np.asarray(res.nobs_equation, dtype=float)
+    s = np.sqrt(n / (n - lay.p)) if res.debiased else np.ones(lay.K)
     var_mean = np.einsum("kna,kab,knb->nk", X, blocks, X) * s[None, :] ** 2
     var_obs = var_mean + res.sigma.diagonal[None, :]
-    df = (res._n - d.p) if res.debiased else None
+    df = (n - lay.p) if res.debiased else None
     return PredictionResults(mean, np.sqrt(var_mean), np.sqrt(var_obs), index,
                              res.model.labels, df)
 

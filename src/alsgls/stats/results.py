@@ -18,31 +18,23 @@ import numpy as np
 from scipy import stats
 
 from .._labels import _frame, _series
-from ..core.fit_result import GLSFit, pad_coefficients
+from ..core.fit_result import GLSFit
+from ..core.ops import LowRankCovariance, design_matvec, row_core_inverse
+from ..core.problem import Problem
+from .covariance import COV_ESTIMATORS, ModelBased, normalise_cov_type
 from .hypothesis import TestResult, _n_cov
 from .hypothesis import breusch_pagan as _breusch_pagan
 from .hypothesis import lr_test as _lr_test
 from .hypothesis import wald_test as _wald_test
 from .inference import GLSCovariance
-from ..core.ops import LowRankCovariance, design_matvec
 from .prediction import PredictionResults
 from .prediction import get_prediction as _get_prediction
 from .summary import EquationTable, Summary
 
-__all__ = ["SURResults", "PredictionResults"]
+__all__ = ["SURResults", "PredictionResults", "normalise_cov_type"]
 
 #: ``cov_params()`` without a subset returns the full P x P matrix only up to this P.
 FULL_COV_LIMIT = 2000
-_COV_ALIASES = {"unadjusted": "unadjusted", "nonrobust": "unadjusted", "classic": "unadjusted",
-                "homoskedastic": "unadjusted", "robust": "robust",
-                "heteroskedastic": "robust", "hc0": "robust"}
-
-
-def _normalise_cov_type(cov_type: str) -> str:
-    key = str(cov_type).lower()
-    if key not in _COV_ALIASES:
-        raise ValueError(f"cov_type must be 'unadjusted' or 'robust', got {cov_type!r}")
-    return _COV_ALIASES[key]
 
 
 class SURResults:
@@ -58,6 +50,19 @@ class SURResults:
     debiased : bool
         Small-sample scaling ``N / sqrt((N - p_i)(N - p_j))`` and t/F
         reference distributions.
+    residuals : ndarray, shape (K, N), optional
+        ``Y - X B`` from the solver (zero where missing); recomputed if omitted.
+
+    Attributes
+    ----------
+    model : SUR
+    fit_result : GLSFit
+    problem : Problem
+        The validated data the fit used (``model.data``).
+    covariance : GLSCovariance
+        The matrix-free coefficient covariance (built on first use).
+    cov_estimator : ModelBased or Robust
+        The estimator ``cov_type`` selects (:data:`alsgls.stats.covariance.COV_ESTIMATORS`).
 
     Notes
     -----
@@ -75,15 +80,26 @@ class SURResults:
     """
 
     def __init__(self, model: Any, fit: GLSFit, *, cov_type: str = "unadjusted",
-                 debiased: bool = False) -> None:
+                 debiased: bool = False, residuals: np.ndarray | None = None) -> None:
         self.model = model
         self.fit_result = fit
-        self.cov_type = _normalise_cov_type(cov_type)
+        self.cov_type = normalise_cov_type(cov_type)
         self.debiased = bool(debiased)
-        data = model.data
-        self._data = data
-        self._eq = np.repeat(np.arange(data.K), data.p)
-        self._col = np.concatenate([np.arange(q) for q in data.p])
+        self.problem: Problem = model.data
+        self._eq = self.problem.layout.eq
+        if residuals is not None:
+            self.__dict__["_Rt"] = residuals
+
+    def with_cov_type(self, cov_type: str, *, debiased: bool | None = None) -> "SURResults":
+        """The same fit with another covariance estimator (no refit; the factored
+        coefficient covariance is shared, so switching costs only the new
+        estimator's own work)."""
+        new = SURResults(self.model, self.fit_result, cov_type=cov_type,
+                         debiased=self.debiased if debiased is None else debiased,
+                         residuals=self._Rt)
+        if "covariance" in self.__dict__:
+            new.__dict__["covariance"] = self.covariance
+        return new
 
     # -- basic quantities ---------------------------------------------------
     @property
@@ -92,16 +108,22 @@ class SURResults:
 
     @cached_property
     def _theta(self) -> np.ndarray:
-        return pad_coefficients(self.fit_result.B, self._data.pmax)
+        return self.problem.layout.pad(self.fit_result.B)
 
     @cached_property
     def _Rt(self) -> np.ndarray:
-        return self._data.Yt - design_matvec(self._data.X, self._theta)
+        Rt = self.problem.Yt - design_matvec(self.problem.X, self._theta)
+        return Rt if self.problem.O is None else Rt * self.problem.O
 
     @cached_property
-    def _inference(self) -> GLSCovariance:
-        return GLSCovariance(self._data.X, self._data.p, self.fit_result.cov, self._Rt,
-                             mask=self.model.observed, weights=self.model.weights)
+    def covariance(self) -> GLSCovariance:
+        """The matrix-free covariance of the coefficients (:class:`GLSCovariance`)."""
+        return GLSCovariance.from_problem(self.problem, self.fit_result.cov, self._Rt)
+
+    @cached_property
+    def cov_estimator(self) -> ModelBased:
+        """The covariance estimator of ``cov_type``."""
+        return COV_ESTIMATORS[self.cov_type](self.covariance)
 
     @cached_property
     def _n(self) -> np.ndarray:
@@ -111,14 +133,14 @@ class SURResults:
     @cached_property
     def _scale(self) -> np.ndarray:
         """Per-coefficient debiasing factor ``sqrt(n_j / (n_j - p_j))`` (P,)."""
-        N, p = self._n, self._data.p
+        N, p = self._n, self.problem.p
         s = np.sqrt(N / (N - p)) if self.debiased else np.ones(len(p))
         return s[self._eq]
 
     @property
     def nobs(self) -> int:
         """Rows N used (with at least one observed response)."""
-        return self._data.N
+        return self.problem.N
 
     @property
     def nobs_equation(self) -> Any:
@@ -132,7 +154,7 @@ class SURResults:
     @property
     def df_model(self) -> int:
         """Number of regression coefficients P (intercepts included)."""
-        return int(self._data.p.sum())
+        return int(self.problem.p.sum())
 
     @property
     def df_resid(self) -> int:
@@ -142,13 +164,13 @@ class SURResults:
     @property
     def df_resid_equation(self) -> Any:
         """``n_j - p_j`` per equation: the t degrees of freedom when debiased."""
-        return _series(self._n - self._data.p, self.model.labels, "df_resid")
+        return _series(self._n - self.problem.p, self.model.labels, "df_resid")
 
     @property
     def n_covariance_params(self) -> int:
         """Free parameters of Sigma: ``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``
         (the unrestricted count, reached beyond the Ledermann bound)."""
-        return _n_cov(self._data.K, self.rank)
+        return _n_cov(self.problem.K, self.rank)
 
     @property
     def converged(self) -> bool:
@@ -165,7 +187,7 @@ class SURResults:
     @cached_property
     def llf(self) -> float:
         """Gaussian log-likelihood ``-N * nll_per_row`` at the MLE."""
-        return -self._data.N * self.fit_result.nll
+        return -self.problem.N * self.fit_result.nll
 
     @property
     def aic(self) -> float:
@@ -173,19 +195,19 @@ class SURResults:
 
     @property
     def bic(self) -> float:
-        return np.log(self._data.N) * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
+        return np.log(self.problem.N) * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
 
     # -- coefficients and their inference -------------------------------------
     @cached_property
     def params(self) -> Any:
         """Coefficients, labelled ``<equation>_<regressor>`` (P,)."""
-        return _series(self._theta[self._eq, self._col], self.param_names, "params")
+        return _series(self.problem.layout.flatten(self._theta), self.param_names, "params")
 
     @cached_property
     def _var(self) -> np.ndarray:
-        inf = self._inference
-        blocks = inf.robust_diagonal_blocks if self.cov_type == "robust" else inf.diagonal_blocks
-        return blocks[self._eq, self._col, self._col] * self._scale ** 2
+        lay = self.problem.layout
+        blocks = self.cov_estimator.diagonal_blocks
+        return blocks[lay.eq, lay.col, lay.col] * self._scale ** 2
 
     @cached_property
     def bse(self) -> Any:
@@ -208,7 +230,7 @@ class SURResults:
 
     @cached_property
     def _df(self) -> np.ndarray | None:
-        return (self._n - self._data.p)[self._eq] if self.debiased else None
+        return (self._n - self.problem.p)[self._eq] if self.debiased else None
 
     @cached_property
     def pvalues(self) -> Any:
@@ -250,13 +272,17 @@ class SURResults:
                 raise ValueError(f"unknown parameter {s!r}")
         return np.asarray(idx, dtype=int)
 
-    def _contrast_cov(self, R: np.ndarray) -> np.ndarray:
-        """Covariance (q, q) of ``R beta`` for R (q, P), exact and matrix-free."""
-        d = self._data
-        Rs = R * self._scale[None, :]
-        L = np.zeros((d.K, d.pmax, R.shape[0]))
-        L[self._eq, self._col, :] = Rs.T
-        return self._inference.contrast_cov(L, robust=self.cov_type == "robust")
+    def contrast_covariance(self, R: Any) -> np.ndarray:
+        """Covariance (q, q) of ``R beta`` for ``R`` (q, P), exact and matrix-free
+        (q solves with the GLS information; never P x P).
+
+        Uses the results' ``cov_type`` and ``debiased`` scaling.
+        """
+        R = np.atleast_2d(np.asarray(R, dtype=np.float64))
+        if R.shape[1] != self.df_model:
+            raise ValueError(f"R must have P={self.df_model} columns, got shape {R.shape}")
+        L = self.problem.layout.unflatten((R * self._scale[None, :]).T)
+        return self.cov_estimator.contrast_cov(L)
 
     def cov_params(self, subset: Sequence | None = None, *, equation: str | None = None,
                    full: bool = False) -> Any:
@@ -289,7 +315,7 @@ class SURResults:
         R = np.zeros((idx.size, P))
         R[np.arange(idx.size), idx] = 1.0
         names = [self.param_names[i] for i in idx]
-        return _frame(self._contrast_cov(R), names, names)
+        return _frame(self.contrast_covariance(R), names, names)
 
     # -- residuals, fit --------------------------------------------------------
     def _nan_missing(self, Zt: np.ndarray) -> np.ndarray:
@@ -306,13 +332,13 @@ class SURResults:
     def fittedvalues(self) -> Any:
         """Fitted values ``X_j beta_j`` (N, K) over the rows used; NaN where the
         response is missing (use :meth:`predict` for those)."""
-        return _frame(self._nan_missing(self._data.Yt - self._Rt), self.model.row_index,
+        return _frame(self._nan_missing(self.problem.Yt - self._Rt), self.model.row_index,
                       self.model.labels)
 
     @cached_property
     def _row_w(self) -> np.ndarray | None:
         """Weights of the entries ``w_i o_ij`` (K, N), or None when uniform."""
-        d, obs, w = self._data, self.model.observed, self.model.weights
+        d, obs, w = self.problem, self.model.observed, self.model.weights
         if obs is None and w is None:
             return None
         Om = np.ones((d.K, d.N)) if obs is None else obs.T.astype(np.float64)
@@ -320,7 +346,7 @@ class SURResults:
 
     @cached_property
     def _tss(self) -> np.ndarray:
-        Yt = self._data.Yt
+        Yt = self.problem.Yt
         const = np.array([e.has_constant for e in self.model.equations])
         Wt = self._row_w
         if Wt is None:
@@ -384,9 +410,9 @@ class SURResults:
         with missing responses ``C_i^-1 F_O' Psi_O^-1 r_{i,O}`` from the observed ones."""
         cov = self.sigma
         if self.rank == 0:
-            Z = np.zeros((self._data.N, 0))
-        elif self.model.observed is not None:
-            Linv = self._inference._row_Linv
+            Z = np.zeros((self.problem.N, 0))
+        elif self.problem.O is not None:
+            Linv = row_core_inverse(cov.F, cov.D, self.problem.O)
             b = self._Rt.T @ (cov.F / cov.D[:, None])               # Rt is 0 where missing
             Z = np.einsum("nlm,nl->nm", Linv, np.einsum("nlm,nm->nl", Linv, b))
         else:
@@ -478,10 +504,10 @@ class SURResults:
     # -- summary ------------------------------------------------------------
     def _se_method_text(self) -> str:
         """How the standard errors were computed: exact, or truncated with its bound."""
-        inf = self._inference
-        if inf.method == "exact":
+        gls = self.covariance
+        if gls.method == "exact":
             return "exact (Woodbury core)"
-        return f"Lanczos, var. bound {inf.truncation_bound:.1e}"
+        return f"Lanczos, var. bound {gls.truncation_bound:.1e}"
 
     def summary(self, max_equations: int | None = 10, alpha: float = 0.05) -> Summary:
         """Summary with a system header and per-equation coefficient tables.
@@ -492,7 +518,7 @@ class SURResults:
             Show at most this many equation tables (None: all) and say so.
         alpha : float, default 0.05
         """
-        d = self._data
+        d = self.problem
         header = [("Equations (K)", str(d.K)), ("Observations (N)", str(d.N)),
                   *self._missing_header(),
                   ("Factor rank (k)", str(self.rank)), ("Coefficients (P)", str(self.df_model)),
@@ -528,7 +554,7 @@ class SURResults:
         if self.model.observed is not None:
             n = self._n
             out += [("Missing policy", self.model.missing),
-                    ("Observed responses", f"{int(n.sum())} of {self._data.N * self._data.K}"),
+                    ("Observed responses", f"{int(n.sum())} of {self.problem.N * self.problem.K}"),
                     ("Rows per equation", f"{int(n.min())}-{int(n.max())}")]
         elif self.model.missing == "drop" and self.model.row_index is not None:
             out.append(("Missing policy", "drop"))
@@ -537,5 +563,5 @@ class SURResults:
         return out
 
     def __repr__(self) -> str:
-        return (f"SURResults(K={self._data.K}, N={self._data.N}, rank={self.rank}, "
+        return (f"SURResults(K={self.problem.K}, N={self.problem.N}, rank={self.rank}, "
                 f"llf={self.llf:.6g}, cov_type={self.cov_type!r})")

@@ -10,27 +10,24 @@ The error covariance is ``Sigma = F F' + diag(D)`` with ``F`` of rank ``k``;
 
 from __future__ import annotations
 
+import copy
 import numbers
-import warnings
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from .._labels import require_pandas as import_pandas
-from ..core._missing_validation import (
+from ..core.dispatch import SOLVERS, fit_problem
+from ..core.options import solver_options
+from ..core.problem import (
     MISSING_POLICIES,
-    MissingData,
-    _as_float_nan_ok,
-    apply_missing_policy,
+    Problem,
+    as_float_matrix,
+    build_problem,
+    check_rank,
     check_weights,
-    validate_missing_system,
 )
 from .equations import Equation, build_equations
-from ..core.problem import SystemData, check_rank, validate_system
-from ..core.als import als_gls
-from ..core.em import em_gls
-from ..exceptions import IdentificationWarning
-from ..core.missing import fit_missing
 
 __all__ = ["SUR", "Equation", "import_pandas", "import_formulaic"]
 
@@ -119,13 +116,10 @@ class SUR:
         self.rank = self._resolve_rank(rank)
         Xs = [e.X for e in self._equations]
         Y = np.column_stack([e.y for e in self._equations])
-        self._weights_in = self._row_weights(weights, spec_w, Y)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", IdentificationWarning)
-            try:
-                self._data, self._rows = self._prepare(Xs, Y, self._weights_in)
-            except ValueError as exc:
-                raise ValueError(self._name_equations(str(exc))) from exc
+        w = self._row_weights(weights, spec_w, Y)
+        labels = [e.label for e in self._equations]
+        self._problem = build_problem(Xs, Y, weights=w, missing=missing, labels=labels,
+                                      design_names=[f"equation {lab!r}: exog" for lab in labels])
         names = self.param_names
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -147,9 +141,9 @@ class SUR:
             return None
         obs = ~np.isnan(Y)
         Wo = np.where(obs, spec_w, np.nan)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN rows
-            hi, lo = np.nanmax(Wo, axis=1), np.nanmin(Wo, axis=1)
+        none = ~obs.any(axis=1)                               # rows with nothing observed
+        hi = np.where(none, np.nan, np.where(obs, spec_w, -np.inf).max(axis=1))
+        lo = np.where(none, np.nan, np.where(obs, spec_w, np.inf).min(axis=1))
         bad = np.flatnonzero(np.abs(hi - lo) > 1e-12 * np.abs(hi))
         if bad.size:
             i = int(bad[0])
@@ -163,36 +157,6 @@ class SUR:
                 "(pass weights=... or equal weights in every equation)")
         return check_weights(np.where(np.isnan(hi) & ~obs.any(axis=1), 1.0, hi), Y.shape[0])
 
-    def _raise_on_nan(self, Xs: list, Y: np.ndarray) -> None:
-        for j, e in enumerate(self._equations):
-            for what, bad in (("dependent", np.isnan(Y[:, j])),
-                              ("exog", np.isnan(Xs[j]).any(axis=1))):
-                if bad.any():
-                    i = int(np.flatnonzero(bad)[0])
-                    where = f"row {i}" if self._index is None else f"row {self._index[i]!r}"
-                    raise ValueError(
-                        f"equation {e.label!r}: {what} has missing values (first at {where}) "
-                        "and missing='raise'; pass missing='ml' (maximum likelihood on the "
-                        "observed responses) or missing='drop' (listwise deletion)")
-
-    def _prepare(self, Xs: list, Y: np.ndarray,
-                 w: np.ndarray | None) -> tuple[SystemData | MissingData, np.ndarray]:
-        """Apply the missing-data policy; return the internal data and the rows used."""
-        N0 = Y.shape[0]
-        has_nan = bool(np.isnan(Y).any() or any(np.isnan(x).any() for x in Xs))
-        if not has_nan and w is None:
-            return validate_system(Xs, Y, self.rank)[0], np.arange(N0)
-        if has_nan and self.missing == "raise":
-            self._raise_on_nan(Xs, Y)
-        if has_nan and self.missing == "drop":
-            Xs, Y, w, rows = apply_missing_policy(Xs, Y, "drop", w)
-            if w is None:
-                return validate_system(Xs, Y, self.rank)[0], rows
-            data = validate_missing_system(Xs, Y, self.rank, w)[0]
-            return data, rows[data.rows]
-        data = validate_missing_system(Xs, Y, self.rank, w)[0]
-        return data, data.rows
-
     def _resolve_rank(self, rank: Any) -> int:
         K = len(self._equations)
         if isinstance(rank, str):
@@ -202,17 +166,6 @@ class SUR:
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
             raise TypeError(f"rank must be an integer or 'full', got {rank!r}")
         return check_rank(int(rank), K, name="rank", warn_ledermann=False)
-
-    def _name_equations(self, msg: str) -> str:
-        """Replace solver positions ``Xs[j]`` / ``equation j`` by labels."""
-        import re
-
-        def rep(m: re.Match) -> str:
-            j = int(m.group(2))
-            lab = self._equations[j].label if j < len(self._equations) else str(j)
-            return f"equation {lab!r}"
-
-        return re.sub(r"(Xs\[|equation )(\d+)\]?", rep, msg)
 
     @classmethod
     def from_arrays(cls, Xs: Sequence, Y: Any, *, rank: int | str,
@@ -235,7 +188,7 @@ class SUR:
             As in :class:`SUR`.
         """
         cols = list(getattr(Y, "columns", []))
-        Ya = _as_float_nan_ok(Y, "Y", 2)
+        Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
         K = Ya.shape[1]
         if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
             Xs = list(Xs)
@@ -333,42 +286,75 @@ class SUR:
     @property
     def nobs(self) -> int:
         """Rows N used in the fit (rows with at least one observed response)."""
-        return self._data.N
+        return self._problem.N
 
     @property
     def nobs_equation(self) -> np.ndarray:
         """Observed rows ``n_j`` used by each equation (K,) int."""
-        d = self._data
-        return d.n_observed if isinstance(d, MissingData) else np.full(d.K, d.N, dtype=np.int64)
+        return self._problem.n_observed
 
     @property
     def observed(self) -> np.ndarray | None:
         """Observation mask (N, K) over the rows used, or None when nothing is missing."""
-        d = self._data
-        if isinstance(d, MissingData) and not d.O.all():
-            return d.O.T > 0
-        return None
+        O = self._problem.O
+        return None if O is None else O.T > 0
 
     @property
     def weights(self) -> np.ndarray | None:
         """Row weights over the rows used, rescaled to mean 1 (N,), or None."""
-        if self._weights_in is None or not isinstance(self._data, MissingData):
-            return None
-        return self._data.w
+        return self._problem.w
 
     @property
     def rows(self) -> np.ndarray:
         """Positions of the rows used among the (aligned) input rows (N,)."""
-        return self._rows
+        return self._problem.rows
 
     @property
     def row_index(self) -> Any:
         """Labels of the rows used: the pandas index subset, the positions when
         rows were dropped from array input, else None."""
-        full = self._rows.size == self._equations[0].y.shape[0]
+        rows = self._problem.rows
+        full = rows.size == self._problem.n_rows_in
         if self._index is not None:
-            return self._index if full else self._index[self._rows]
-        return None if full else self._rows
+            return self._index if full else self._index[rows]
+        return None if full else rows
+
+    @property
+    def formulas(self) -> dict | None:
+        """The formulas of a model built by :meth:`from_formula` (label -> formula), or None."""
+        return None if self._formulas is None else dict(self._formulas["formulas"])
+
+    def design_matrices(self, data: Any) -> list:
+        """New designs (N_new, p_j) evaluated from ``data`` with the formulas of a
+        model built by :meth:`from_formula` (for prediction).
+
+        Raises
+        ------
+        ValueError
+            When the model has no formulas, or ``data`` lacks a column a
+            formula needs (the message names the equation).
+        """
+        if self._formulas is None:
+            raise ValueError("data= is only for models built with SUR.from_formula; "
+                             "pass exog={label: array} instead")
+        out = []
+        for e in self._equations:
+            spec = self._formulas["specs"][e.label]
+            try:
+                mm = spec.get_model_matrix(data, na_action="ignore")
+            except Exception as exc:  # formulaic raises its own error classes
+                raise ValueError(f"equation {e.label!r}: cannot evaluate its formula "
+                                 f"{self._formulas['formulas'][e.label]!r} on data: {exc}"
+                                 ) from exc
+            out.append(as_float_matrix(mm, f"equation {e.label!r}: exog from data", 2,
+                                       allow_nan=True))
+        return out
+
+    def with_rank(self, rank: int | str) -> "SUR":
+        """The same model (same validated data, no re-validation) at another rank."""
+        new = copy.copy(self)
+        new.rank = self._resolve_rank(rank)
+        return new
 
     @property
     def param_names(self) -> list[str]:
@@ -376,9 +362,9 @@ class SUR:
         return [f"{e.label}_{n}" for e in self._equations for n in e.exog_names]
 
     @property
-    def data(self):
-        """Validated internal data (``SystemData``)."""
-        return self._data
+    def data(self) -> Problem:
+        """The validated problem (:class:`alsgls.core.problem.Problem`)."""
+        return self._problem
 
     @property
     def index(self) -> Any:
@@ -388,22 +374,20 @@ class SUR:
     def __repr__(self) -> str:
         extra = "" if self.observed is None else f", missing={self.missing!r}"
         return (f"SUR(K={self.K}, N={self.nobs}, rank={self.rank}, "
-                f"P={int(self._data.p.sum())}{extra})")
+                f"P={int(self._problem.p.sum())}{extra})")
 
     # -- fitting -----------------------------------------------------------
     def _check_bounded(self) -> None:
         """Refuse the unrestricted fit when some combination of the responses is
         fitted exactly by the stacked regressors: the likelihood is unbounded."""
-        X, Yt = self._data.X, self._data.Yt
-        if isinstance(self._data, MissingData):
-            if self.observed is not None:
-                return  # the check below assumes complete data
-            sw = np.sqrt(self._data.w)
-            X, Yt = X * sw[None, :, None], Yt * sw[None, :]
-        N, P = self._data.N, int(self._data.p.sum())
+        if not self._problem.complete:
+            return  # the check below assumes complete data
+        d = self._problem.scaled()
+        X, Yt = d.X, d.Yt
+        N, P = d.N, int(d.p.sum())
         if N * P * min(N, P) > UNBOUNDED_CHECK_FLOPS:
             return
-        Xall = np.concatenate([X[j, :, : p] for j, p in enumerate(self._data.p)], axis=1)
+        Xall = np.concatenate([X[j, :, : p] for j, p in enumerate(d.p)], axis=1)
         Xall = Xall / np.linalg.norm(Xall, axis=0)
         U, s, _ = np.linalg.svd(Xall, full_matrices=False)
         r = int(np.sum(s > s[0] * max(N, P) * np.finfo(float).eps))
@@ -422,18 +406,19 @@ class SUR:
 
     def fit(self, *, method: str = "als", cov_type: str = "unadjusted",
             debiased: bool = False, tol: float = 1e-10, max_iter: int | None = None,
-            **solver_options: Any):
-        """Fit by maximum likelihood and return a :class:`~alsgls.results.SURResults`.
+            **solver_options_: Any):
+        """Fit by maximum likelihood and return a :class:`~alsgls.SURResults`.
 
         Parameters
         ----------
         method : {"als", "em"}, default "als"
             ``"als"`` is the matrix-free solver; ``"em"`` the dense EM baseline
             (K x K memory; small systems only).  With missing responses both
-            run the exact missing-data EM (:func:`alsgls.missing.fit_missing`).
+            run the exact missing-data EM (:func:`alsgls.fit_missing`).
         cov_type : {"unadjusted", "robust"}, default "unadjusted"
             Model-based ``A^-1`` or the heteroskedasticity-robust sandwich
-            ``A^-1 B A^-1`` (aliases "nonrobust", "classic"; "heteroskedastic", "hc0").
+            ``A^-1 B A^-1`` (aliases "nonrobust", "classic"; "heteroskedastic", "hc0");
+            see :data:`alsgls.stats.covariance.COV_ESTIMATORS`.
         debiased : bool, default False
             Scale the covariance of coefficients in equations i, j by
             ``N / sqrt((N - p_i)(N - p_j))`` and use Student t (and F)
@@ -441,49 +426,29 @@ class SUR:
             (``n_j``, the equation's observed rows, in place of ``N`` when
             responses are missing).
         tol : float, default 1e-10
-            Relative NLL tolerance of the solver.
+            Tolerance of the solver (see :func:`alsgls.als_gls`).
         max_iter : int, optional
             Sweeps (ALS) or iterations (EM) limit.
-        **solver_options
-            Passed to :func:`alsgls.als_gls` or :func:`alsgls.em_gls`, or with
-            missing responses to :func:`alsgls.missing.fit_missing`.
+        **solver_options_
+            Further solver options (:class:`alsgls.SolverOptions`:
+            ``cg_maxiter, eig_maxiter, d_floor, random_state, blas_threads,
+            accelerate``), validated; an unknown name is a ``TypeError``.
 
         Raises
         ------
         ValueError
-            For an unknown option, or when ``rank = K - 1`` and the unrestricted
+            For an invalid option, or when ``rank = K - 1`` and the unrestricted
             likelihood is unbounded (no finite MLE).
         """
-        from .results import SURResults, _normalise_cov_type
+        from .results import SURResults, normalise_cov_type
 
-        cov_type = _normalise_cov_type(cov_type)
-        if method not in ("als", "em"):
+        cov_type = normalise_cov_type(cov_type)
+        if method not in SOLVERS[:2]:
             raise ValueError(f"method must be 'als' or 'em', got {method!r}")
+        options = solver_options(tol=tol, max_iter=max_iter, where="SUR.fit",
+                                 **solver_options_)
         if self.rank == self.K - 1 and self.K > 1:
             self._check_bounded()
-        d = self._data
-        Xs = [e.X[self._rows] for e in self._equations]
-        Y = d.Yt.T
-        opts = dict(solver_options)
-        if self.observed is not None:
-            solver = fit_missing  # exact ML on the observed responses
-            Xs = [d.X[j, :, : d.p[j]] for j in range(d.K)]          # zero where missing
-            Y = np.where(d.O > 0, d.Yt, np.nan).T
-            opts["weights"] = d.w
-            if max_iter is not None:
-                opts["max_iter"] = max_iter
-        else:
-            if isinstance(d, MissingData):  # weighted, complete: sqrt(w_i)-scaled rows
-                sw = np.sqrt(d.w)
-                Xs = [x * sw[:, None] for x in Xs]
-                Y = Y * sw[:, None]
-            if max_iter is not None:
-                opts["max_sweeps" if method == "als" else "max_iter"] = max_iter
-            solver = als_gls if method == "als" else em_gls
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fit = solver(Xs, Y, self.rank, tol=tol, **opts)
-        for w in caught:  # re-emit, naming equations by label
-            if not issubclass(w.category, IdentificationWarning):
-                warnings.warn(self._name_equations(str(w.message)), w.category, stacklevel=2)
-        return SURResults(self, fit, cov_type=cov_type, debiased=bool(debiased))
+        fit, Rt = fit_problem(self._problem, self.rank, options, solver=method,
+                              ledermann_warning=False)
+        return SURResults(self, fit, cov_type=cov_type, debiased=bool(debiased), residuals=Rt)

@@ -1,0 +1,126 @@
+"""The one dispatcher: a validated problem and an options record in, a fit out.
+
+``fit_problem`` chooses the core -- balanced ALS (:mod:`alsgls.core.als`),
+dense EM (:mod:`alsgls.core.em`) or the missing-data EM
+(:mod:`alsgls.core.missing_em`) -- runs it under the BLAS thread limit, turns
+its :class:`~alsgls.core.fit_result.SolverRun` into the public
+:class:`~alsgls.GLSFit` (one place for the canonical rotation, the Heywood
+flags and the coefficient layout) and emits the warnings, attributed to the
+user's line.  Every public entry point (``als_gls``, ``em_gls``,
+``fit_missing``, ``SUR.fit``, ``ALSGLS.fit``, ``select_rank``) ends here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._threads import blas_threads
+from .._warnings import warn
+from ..exceptions import ConvergenceWarning, HeywoodWarning
+from .als import run_als
+from .em import run_em
+from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
+from .missing_em import run_missing
+from .options import SolverOptions
+from .problem import Problem, check_fit_rank
+
+__all__ = ["fit_problem", "SOLVERS"]
+
+#: Values of ``solver``: the ALS core, the dense EM reference, or the
+#: missing-data EM (chosen anyway when responses are missing).
+SOLVERS = ("als", "em", "missing")
+_NAMES = {"als": "ALS", "em": "dense EM", "em-missing": "missing-data EM"}
+
+
+def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str = "als",
+                quiet: bool = False, ledermann_warning: bool = True,
+                missing_fit: bool | None = None) -> tuple[GLSFit, np.ndarray]:
+    """Fit ``problem`` at rank ``k``; return the fit and its residuals.
+
+    Parameters
+    ----------
+    problem : Problem
+        Validated data (:func:`alsgls.core.problem.build_problem`).
+    k : int
+        Number of factors; checked against the problem here.
+    options : SolverOptions
+    solver : {"als", "em", "missing"}
+        Core for complete responses; with missing responses every choice
+        uses the exact missing-data EM.  Weighted complete data run the chosen core on
+        ``sqrt(w)``-scaled rows (exact weighted ML).
+    quiet : bool
+        Do not emit convergence, Heywood or identification warnings (the
+        fit still records ``converged`` and ``heywood``); for the candidate
+        fits of rank selection, which routinely trip them.
+    ledermann_warning : bool
+        Warn when ``k`` exceeds the Ledermann bound.
+    missing_fit : bool, optional
+        Return a :class:`MissingGLSFit`; default when the problem has missing
+        responses, weights or dropped rows.
+
+    Returns
+    -------
+    fit : GLSFit or MissingGLSFit
+    Rt : ndarray, shape (K, N)
+        Residuals ``Y - X B`` of the (unscaled) problem, zero where missing.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
+    with blas_threads(options.blas_threads):
+        if not problem.complete or solver == "missing":
+            run = run_missing(problem, k, options)
+        else:
+            core = run_als if solver == "als" else run_em
+            run = core(problem.scaled(), k, options)
+            if problem.w is not None:     # residuals of the caller's (unscaled) rows
+                run.Rt = problem.Yt - (problem.X @ run.theta[:, :, None])[..., 0]
+    if not quiet:
+        _warn(run, problem, options)
+    if missing_fit is None:
+        missing_fit = (not problem.complete or problem.w is not None
+                       or problem.rows.size != problem.n_rows_in or problem.missing != "ml")
+    return _assemble(run, problem, options, missing_fit), run.Rt
+
+
+def _assemble(run: SolverRun, problem: Problem, options: SolverOptions,
+              missing_fit: bool) -> GLSFit:
+    """The public record from a core's outcome."""
+    n = len(run.trace) - 1
+    diag = run.diagnostics
+    common = dict(
+        B=problem.layout.unpad(run.theta), F=canonical_loadings(run.F, run.D),
+        D=np.array(run.D, dtype=np.float64), nll_trace=np.asarray(run.trace), n_iter=n,
+        converged=bool(run.converged), heywood=_heywood(run), method=run.method,
+        cg_iterations=np.asarray(diag.get("cg_iterations", np.zeros(n)), dtype=int),
+        beta_gap=np.asarray(diag.get("beta_gap", np.zeros(0)), dtype=float),
+        eig_iterations=np.asarray(diag.get("eig_iterations", np.zeros(n)), dtype=int),
+        backtracks=np.asarray(diag.get("backtracks", np.zeros(n)), dtype=int),
+        tol=options.tol)
+    if not missing_fit:
+        return GLSFit(**common)
+    return MissingGLSFit(
+        **common, n_observed=problem.n_observed, rows=np.array(problem.rows),
+        weights=None if problem.w is None else np.array(problem.w), missing=problem.missing,
+        quasi_newton=np.asarray(diag.get("quasi_newton", np.zeros(0)), dtype=int),
+        gap=float(diag.get("gap", np.nan)))
+
+
+def _heywood(run: SolverRun) -> np.ndarray:
+    """Equations whose noise variance sits on its floor."""
+    return run.D <= run.floor * (1 + 1e-9)
+
+
+def _warn(run: SolverRun, problem: Problem, options: SolverOptions) -> None:
+    """Convergence and Heywood warnings, attributed to the user's line."""
+    if not run.converged:
+        n = len(run.trace) - 1
+        warn(f"the {_NAMES[run.method]} solver reached max_iter={n} {run.unit}s without "
+             f"meeting tol={options.tol:g} ({run.note}); raise max_iter or loosen tol",
+             ConvergenceWarning)
+    heywood = _heywood(run)
+    if run.F.shape[1] > 0 and heywood.any():
+        idx = np.flatnonzero(heywood)
+        warn(f"{idx.size} equation(s) have D_j at the floor d_floor*s_j (Heywood cases), "
+             f"e.g. {problem.equation(int(idx[0]))}; see the fit's heywood flags",
+             HeywoodWarning)
