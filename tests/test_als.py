@@ -1,6 +1,5 @@
 """The ALS solver: exactness, special cases, invariances, agreement with EM."""
 
-import warnings
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from alsgls import (
     simulate_gls,
     simulate_sur,
 )
-from alsgls.core.als import _State, _beta_step, _residual_variances
+from alsgls.core.als import _State, _beta_step
 from alsgls.core.problem import build_problem
 from alsgls.core.ops import block_jacobi_inverse
 

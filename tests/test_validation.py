@@ -1,6 +1,5 @@
 """Bad input gets a clear error naming the argument and the equation."""
 
-import warnings
 
 import numpy as np
 import pytest

@@ -336,6 +336,7 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
         pr.record(st.nll, info.iterations, e_it, n_back)
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
+        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
         floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
         diagnostics={"cg_iterations": pr.cg, "beta_gap": pr.gaps, "eig_iterations": pr.eig,

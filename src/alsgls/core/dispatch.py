@@ -83,14 +83,34 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     return _assemble(run, problem, options, missing_fit), run.Rt
 
 
+#: Rotating F to canonical form may change the NLL by round-off; beyond this
+#: (relative) the solver's rotation is kept (see :class:`GLSFit`, attribute F).
+ROTATION_RTOL = 1e-13
+
+
+def _canonical(run: SolverRun) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical loadings and the NLL trace ending at the NLL of the returned point."""
+    trace = np.asarray(run.trace, dtype=np.float64)
+    F = canonical_loadings(run.F, run.D)
+    if run.nll_at is None or F.shape[1] == 0:
+        return F, trace
+    v = float(run.nll_at(F))
+    if v <= trace[-1]:
+        trace[-1] = v
+    elif v > trace[-1] + ROTATION_RTOL * abs(trace[-1]):
+        F = np.array(run.F, dtype=np.float64)  # a Heywood point: keep the solver's rotation
+    return F, trace
+
+
 def _assemble(run: SolverRun, problem: Problem, options: SolverOptions,
               missing_fit: bool) -> GLSFit:
     """The public record from a core's outcome."""
     n = len(run.trace) - 1
     diag = run.diagnostics
+    F, trace = _canonical(run)
     common = dict(
-        B=problem.layout.unpad(run.theta), F=canonical_loadings(run.F, run.D),
-        D=np.array(run.D, dtype=np.float64), nll_trace=np.asarray(run.trace), n_iter=n,
+        B=problem.layout.unpad(run.theta), F=F,
+        D=np.array(run.D, dtype=np.float64), nll_trace=trace, n_iter=n,
         converged=bool(run.converged), heywood=_heywood(run), method=run.method,
         cg_iterations=np.asarray(diag.get("cg_iterations", np.zeros(n)), dtype=int),
         beta_gap=np.asarray(diag.get("beta_gap", np.zeros(0)), dtype=float),

@@ -154,6 +154,7 @@ def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     n = len(trace) - 1
     return SolverRun(
         theta=prob.theta(beta), F=F, D=D, Rt=Rt, trace=trace, converged=converged,
+        nll_at=lambda Fr: _dense_nll(Rt @ Rt.T / N, Fr, D),
         floor=d_floor * np.einsum("kn,kn->k", Rt, Rt) / N, method="em",
         note=f"last NLL decrease per row and equation {last / K:.2e}",
         diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),

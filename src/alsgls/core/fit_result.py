@@ -37,6 +37,9 @@ class SolverRun:
         What one iteration is, for messages (``"sweep"``, ``"iteration"``).
     note : str
         The last progress measure, for the convergence warning.
+    nll_at : callable, optional
+        ``F' -> NLL per row at (theta, F', D)``: checks that rotating the
+        loadings to canonical form leaves the likelihood unchanged.
     diagnostics : dict
         Per-iteration arrays named like the :class:`GLSFit` fields
         (``cg_iterations``, ``beta_gap``, ``eig_iterations``, ``backtracks``,
@@ -53,6 +56,7 @@ class SolverRun:
     method: str
     unit: str = "iteration"
     note: str = ""
+    nll_at: Any = None
     diagnostics: dict = field(default_factory=dict)
 
 
@@ -68,7 +72,11 @@ class GLSFit:
     F : ndarray, shape (K, k)
         Loadings in the canonical rotation: ``F' diag(D)^-1 F`` diagonal and
         decreasing, largest-magnitude entry of each column positive.  Only
-        ``F F'`` is identified; compare that, never ``F`` itself.
+        ``F F'`` is identified; compare that, never ``F`` itself.  Exception:
+        at a Heywood point (some ``D_j`` on its floor) the likelihood can be
+        sensitive to the last bits of ``F``; when the rotation would raise the
+        NLL by more than round-off (1e-13 relative) the solver's own rotation is
+        returned, so that ``nll`` is always the NLL at the returned parameters.
     D : ndarray, shape (K,)
         Idiosyncratic (noise) variances.
     nll_trace : ndarray, shape (n_iter + 1,)

@@ -73,6 +73,7 @@ class EStats:
     nll: float         # weighted observed-data NLL per row at that point
     Rt: np.ndarray     # (K, N) residuals, zero where missing
     FD: np.ndarray     # (K, k) Psi^-1 F
+    E: np.ndarray      # (K, N) r - F m, zero where missing
 
 
 @dataclass
@@ -125,25 +126,30 @@ class EMProblem:
 
         ``C_i = I + sum_{j in O_i} F_j F_j' / D_j`` for all rows in one GEMM,
         ``m_i = C_i^-1 F' Psi^-1 r_i`` (r zero where missing), ``V_i = C_i^-1``,
-        and ``2 l_i = n_i log 2pi + sum_{O_i} log D + log|C_i| + sum_{O_i} r^2/D
-        - b_i' C_i^-1 b_i``.
+        and ``2 l_i = n_i log 2pi + sum_{O_i} log D + log|C_i| + r' Sigma_O^-1 r``.
+
+        The quadratic form is evaluated as ``|Psi^-1/2 (r - F m_i)|^2_O + |m_i|^2``
+        (equal to the Woodbury ``r' Psi^-1 r - b' C^-1 b``, but a sum of
+        non-negative terms): near a Heywood case (``D_j`` tiny) the Woodbury
+        difference cancels two terms of size ``1/D_j`` and loses ``eps s_j/D_j``
+        (1e-10 of the NLL at ``D_j = 1e-6 s_j``); this form loses ``eps sqrt(s_j/D_j)``.
         """
         N, O, w = self.data.N, self.O, self.w
         Rt = self.residuals(theta)
         FD = F / D[:, None]                                      # Psi^-1 F (K, k)
         Linv = row_core_inverse(F, D, O)                         # the masked GEMM
         V = np.einsum("nji,njl->nil", Linv, Linv)                # C^-1 = L^-T L^-1
-        b = Rt.T @ FD                                            # (N, k)
-        u = np.einsum("nij,nj->ni", Linv, b)
-        quad = np.einsum("kn,kn,k->n", Rt, Rt, 1.0 / D) - np.einsum("ni,ni->n", u, u)
+        M = np.einsum("nij,nj->ni", V, Rt.T @ FD)                # (N, k) posterior means
+        E = (Rt - F @ M.T) * O                                   # r - F m, zero where missing
+        quad = np.einsum("kn,kn,k->n", E, E, 1.0 / D) + np.einsum("ni,ni->n", M, M)
         logdet = O.T @ np.log(D) - 2.0 * np.log(np.diagonal(Linv, axis1=1, axis2=2)).sum(axis=1)
         ell = 0.5 * (self.n_i * LOG_2PI + logdet + quad)
-        return EStats(M=np.einsum("nij,nj->ni", V, b), V=V, nll=float(w @ ell) / N, Rt=Rt, FD=FD)
+        return EStats(M=M, V=V, nll=float(w @ ell) / N, Rt=Rt, FD=FD, E=E)
 
     def gradient(self, e: EStats, D: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Gradient of the observed-data NLL per row in ``(theta, F, log D)``.
 
-        With ``a_i = Sigma_O^-1 r_{i,O}`` (Woodbury: ``r/D - Psi^-1 F m_i``),
+        With ``a_i = Sigma_O^-1 r_{i,O} = Psi^-1 (r - F m_i)`` (Woodbury),
         ``Sigma_O^-1 F_O = Psi^-1 F C_i^-1`` and ``a_i' F_O = m_i``, the row
         derivatives of ``l_i`` are ``-x_ij a_ij`` (beta_j),
         ``V_i F_j / D_j - a_ij m_i`` (F_j) and
@@ -152,7 +158,7 @@ class EMProblem:
         Returns ``(g_theta (K, pmax), g_F (K, k), g_logD (K,))``.
         """
         N, k, FD = self.data.N, self.k, e.FD
-        A = e.Rt / D[:, None] - self.O * (FD @ e.M.T)           # a_ij, zero where missing
+        A = e.E / D[:, None]                                     # a_ij, zero where missing
         Aw = A * self.w[None, :]
         K, pm = len(D), self.data.X.shape[2]
         g_theta = -(self.XWt.reshape(K, pm, N) @ A[:, :, None])[..., 0] / N   # XWt holds O w X
@@ -479,6 +485,7 @@ def run_missing(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     n = len(res.trace) - 1
     return SolverRun(
         theta=theta, F=F, D=D, Rt=prob.residuals(theta) * prob.O, trace=res.trace,
+        nll_at=lambda Fr: prob.estep(theta, Fr, D).nll,
         converged=res.converged, floor=prob.floor, method="em-missing",
         note=f"estimated NLL gap {res.gap:.2e}, EM decrement {res.decrement:.2e} per row",
         diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),

@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Callable
 
 import numpy as np
-from scipy.linalg import cho_solve, eigh, solve_triangular
+from scipy.linalg import eigh, solve_triangular
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = [

@@ -329,7 +329,7 @@ def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
                   name: Any = lambda j: f"Xs[{j}]") -> None:
     """Reject designs with a zero column or (nearly) collinear columns, from the
     Gram matrices (one batched ``eigvalsh``; one per distinct design)."""
-    p, pmax = layout.p, layout.pmax
+    p = layout.p
     g = gram[:1] if gram.strides[0] == 0 else gram
     d = np.sqrt(np.einsum("kpp->kp", g))
     pad = ~layout.mask[: g.shape[0]]

@@ -16,7 +16,6 @@ class itself is an ordinary module-level class (picklable, ``clone``-able).
 from __future__ import annotations
 
 import numbers
-import warnings
 from typing import Any
 
 import numpy as np
