@@ -8,7 +8,8 @@ import re
 import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-CORE_MODULES = ["core.ops", "core.api", "core.sim", "core.metrics", "core.problem", "core.options", "datasets"]
+CORE_MODULES = ["core.ops", "core.api", "core.sim", "core.metrics", "core.problem", "core.options",
+                "datasets", "stats.system", "learn.rank", "learn.estimator"]
 
 
 def python_blocks(path: pathlib.Path) -> list[str]:

@@ -84,7 +84,7 @@ def als_gls(
     missing : {"ml", "drop", "raise"}, default "ml"
         What NaN in ``Y`` (a missing response) means.  ``"ml"``: exact
         maximum likelihood of every observed response under
-        missing-at-random (:func:`alsgls.missing.fit_missing`; rows of
+        missing-at-random (:func:`alsgls.fit_missing`; rows of
         ``Xs`` may be NaN where the response is missing); ``"drop"``:
         listwise deletion of rows with any NaN; ``"raise"``: refuse NaN.
         With no NaN and no weights the three are the same balanced fit.
@@ -97,7 +97,7 @@ def als_gls(
     GLSFit
         Coefficients ``B``, loadings ``F``, noise variances ``D``, the NLL
         trace and solver diagnostics; a
-        :class:`~alsgls.missing.MissingGLSFit` (which adds ``n_observed``,
+        :class:`~alsgls.MissingGLSFit` (which adds ``n_observed``,
         ``rows``, ``weights``) when ``Y`` has NaN, ``weights`` is given or
         ``missing`` is not ``"ml"``.
 

@@ -1,4 +1,4 @@
-"""EM kernels for the unbalanced SUR likelihood (see :mod:`alsgls.missing`).
+"""EM kernels for the unbalanced SUR likelihood (see :mod:`alsgls.core.api`).
 
 Named steps on a fixed problem record: ``estep`` (per-row k x k cores,
 posterior factor moments and the observed-data NLL), ``mstep`` (per-equation

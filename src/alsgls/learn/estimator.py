@@ -7,7 +7,7 @@ factors automatically (:func:`alsgls.select_rank`).  Besides the usual
 given the observed outputs of the same row.
 
 scikit-learn is an optional dependency.  This module imports it at the top, so
-``import alsgls.estimator`` fails with a clear message when it is missing; the
+``import alsgls.learn.estimator`` fails with a clear message when it is missing; the
 package's ``__init__`` exposes ``ALSGLS`` through a module-level
 ``__getattr__`` so that ``import alsgls`` never imports scikit-learn.  The
 class itself is an ordinary module-level class (picklable, ``clone``-able).
@@ -151,7 +151,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         NaN in ``Y`` (a missing output).  ``"raise"`` refuses it (the
         scikit-learn convention); ``"ml"`` fits by exact maximum likelihood of
         every observed output under missing-at-random
-        (:func:`alsgls.missing.fit_missing`; a rank *method* is then chosen on
+        (:func:`alsgls.fit_missing`; a rank *method* is then chosen on
         the rows with every output observed); ``"drop"`` drops rows with any
         NaN.  ``X`` must be complete.
 
@@ -198,7 +198,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     --------
     >>> import numpy as np
     >>> from alsgls import simulate_gls
-    >>> from alsgls.estimator import ALSGLS
+    >>> from alsgls import ALSGLS
     >>> Xs, Y, _ = simulate_gls(N=300, K=30, p=3, k=2, seed=0)
     >>> est = ALSGLS().fit(Xs[0], Y)
     >>> est.rank_, est.coef_.shape

@@ -25,7 +25,7 @@ def _axes(ax: Any):
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
         raise ImportError(
-            "alsgls.plots needs matplotlib: pip install 'alsgls[plot]'"
+            "alsgls.learn.plots needs matplotlib: pip install 'alsgls[plot]'"
         ) from exc
     if ax is None:
         _, ax = plt.subplots()

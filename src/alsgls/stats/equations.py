@@ -3,7 +3,7 @@
 ``{label: (dependent, exog[, weights])}`` specs (arrays or pandas objects) are
 coerced here; pandas objects whose indexes differ are aligned on the union of
 their indexes, the gaps becoming missing responses (NaN).  The missing-data
-policy and the weights are applied by :class:`alsgls.system.SUR`.
+policy and the weights are applied by :class:`alsgls.SUR`.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ columns are parameter names) with a value vector, or as strings over the
 parameter names, e.g. ``"GM_value = CH_value"`` or
 ``["2*eq1_x1 - eq2_x1 = 0", "eq3_const = 1"]``.
 
-The system tests of :class:`~alsgls.results.SURResults` (Wald, likelihood
+The system tests of :class:`~alsgls.SURResults` (Wald, likelihood
 ratio, Breusch-Pagan) are computed here from the fitted results.
 """
 

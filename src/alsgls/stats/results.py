@@ -1,4 +1,4 @@
-"""Results of a fitted :class:`~alsgls.system.SUR` model.
+"""Results of a fitted :class:`~alsgls.SUR` model.
 
 Derived statistics are lazy ``cached_property`` chains
 (``params -> bse -> tvalues -> pvalues``) on an immutable record.  Names follow
@@ -69,7 +69,7 @@ class SURResults:
     ``Var(beta) = A^-1`` with ``A = X'(Sigma^-1 (x) I_N)X`` and
     ``Sigma = F F' + diag(D)`` at the MLE (divisor N), or the sandwich
     ``A^-1 (sum_i g_i g_i') A^-1`` with ``g_i = X_i' Sigma^-1 r_i``;
-    computed exactly without forming A (:mod:`alsgls.inference`).
+    computed exactly without forming A (:mod:`alsgls.stats.inference`).
 
     With missing responses and row weights ``A`` is the observed-data
     information ``sum_i w_i X_{i,O}' Sigma_{O_i}^-1 X_{i,O}`` and the scores are

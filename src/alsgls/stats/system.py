@@ -1,4 +1,4 @@
-"""The SUR system model: equations in, a fitted :class:`~alsgls.results.SURResults` out.
+"""The SUR system model: equations in, a fitted :class:`~alsgls.SURResults` out.
 
 ``SUR({label: (dependent, exog)}, rank=k)`` follows linearmodels' convention
 (arrays, pandas Series/DataFrames; labels and column names flow into every
@@ -76,7 +76,7 @@ class SUR:
         What to do with NaN in a dependent (a missing response; NaN in the
         same row of that equation's exog is then allowed).  ``"ml"``: exact
         maximum likelihood on every observed response under missing at
-        random (:func:`alsgls.missing.fit_missing`); rows with nothing
+        random (:func:`alsgls.fit_missing`); rows with nothing
         observed are dropped with a note.  ``"drop"``: listwise deletion of
         every row with a NaN anywhere (what linearmodels and Stata do).
         ``"raise"``: ``ValueError``.
@@ -98,7 +98,7 @@ class SUR:
     --------
     >>> import numpy as np
     >>> from alsgls import simulate_sur
-    >>> from alsgls.system import SUR
+    >>> from alsgls import SUR
     >>> Xs, Y, _ = simulate_sur(N=100, K=4, p=2, k=1, seed=0)
     >>> mod = SUR({f"eq{j}": (Y[:, j], Xs[j]) for j in range(4)}, rank=1)
     >>> res = mod.fit()
