@@ -29,7 +29,7 @@ from ..exceptions import IdentificationWarning, MissingDataWarning
 from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_rmatvec
 
 __all__ = [
-    "Problem", "build_problem", "check_rank", "check_weights", "as_float_matrix",
+    "Problem", "build_problem", "check_missing", "check_rank", "check_weights", "as_float_matrix",
     "check_designs", "MISSING_POLICIES", "COLLINEARITY_COND", "ZERO_VARIANCE_RTOL",
 ]
 
@@ -239,6 +239,13 @@ def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False
         raise ValueError(f"{name} contains NaN or inf (first at index "
                          f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
     return arr
+
+
+def check_missing(missing: Any) -> str:
+    """The missing-data policy, one of :data:`MISSING_POLICIES` (``ValueError`` otherwise)."""
+    if not isinstance(missing, str) or missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    return missing
 
 
 def check_rank(k: Any, K: int, name: str = "k", warn_ledermann: bool = True) -> int:
@@ -468,8 +475,7 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     >>> build_problem([X, X[:, :1]], np.full((50, 2), 1.0), missing="raise").p
     array([2, 1])
     """
-    if missing not in MISSING_POLICIES:
-        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+    check_missing(missing)
     Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
     N0, K = Ya.shape
     if K == 0 or N0 == 0:

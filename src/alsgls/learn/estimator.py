@@ -40,7 +40,7 @@ from .._warnings import warn
 from ..core.dispatch import fit_problem
 from ..core.ops import LOG_2PI, LowRankCovariance, row_core_inverse
 from ..core.options import solver_options
-from ..core.problem import MISSING_POLICIES, Problem, as_float_matrix, build_problem
+from ..core.problem import Problem, as_float_matrix, build_problem, check_missing
 from .rank import (
     RANK_METHODS, RankSelection, check_n_folds, max_identifiable_rank, select_rank_problem,
 )
@@ -269,8 +269,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
 
     def _check_params(self):
         """Validate the hyper-parameters; return the solver options."""
-        if self.missing not in MISSING_POLICIES:
-            raise ValueError(f"missing must be 'raise', 'ml' or 'drop', got {self.missing!r}")
+        check_missing(self.missing)
         r = self.rank
         ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
         if not ok_int and not (isinstance(r, str) and r in RANK_METHODS):

@@ -20,10 +20,10 @@ from .._labels import require_pandas as import_pandas
 from ..core.dispatch import SOLVERS, fit_problem
 from ..core.options import solver_options
 from ..core.problem import (
-    MISSING_POLICIES,
     Problem,
     as_float_matrix,
     build_problem,
+    check_missing,
     check_rank,
     check_weights,
 )
@@ -108,8 +108,7 @@ class SUR:
 
     def __init__(self, equations: Mapping, *, rank: int | str, missing: str = "ml",
                  weights: Any = None) -> None:
-        if missing not in MISSING_POLICIES:
-            raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
+        check_missing(missing)
         self.missing = missing
         self._equations, self._index, spec_w = build_equations(equations)
         self._formulas = None
