@@ -8,6 +8,8 @@ alsgls package and attributes the warning to it.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import sys
 import warnings
@@ -15,14 +17,22 @@ import warnings
 __all__ = ["warn"]
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+#: Standard-library plumbing between the package's frames (``cached_property``,
+#: context managers, decorators): never the user's line.
+_PLUMBING = {os.path.abspath(m.__file__) for m in (functools, contextlib)}
+
+
+def _internal(filename: str) -> bool:
+    path = os.path.abspath(filename)
+    return path.startswith(_PACKAGE_DIR) or path in _PLUMBING
 
 
 def _caller_stacklevel() -> int:
     """``stacklevel`` for ``warnings.warn`` called from :func:`warn` that names the
-    first frame whose file lies outside the package."""
+    first frame outside the package (and the stdlib plumbing it goes through)."""
     frame = sys._getframe(2)          # the caller of warn()
     level = 2
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(_PACKAGE_DIR):
+    while frame is not None and _internal(frame.f_code.co_filename):
         frame = frame.f_back
         level += 1
     return level

@@ -27,6 +27,8 @@ __all__ = [
     "LowRankCovariance",
     "triangular_inverse",
     "row_core_inverse",
+    "row_core_solve",
+    "covariance_parameters",
     "lawley_loadings",
     "orthonormalize",
     "top_eigenpairs",
@@ -202,6 +204,18 @@ def row_core_inverse(F: np.ndarray, D: np.ndarray, O: np.ndarray) -> np.ndarray:
     C = (O.T @ outer).reshape(O.shape[1], k, k)
     C[:, np.arange(k), np.arange(k)] += 1.0
     return triangular_inverse(np.linalg.cholesky(C))
+
+
+def row_core_solve(Linv: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``C_i^-1 b_i`` for every row from ``L_i^-1`` (n, k, k) and ``b`` (n, k):
+    with ``b_i = F_O' Psi_O^-1 r_i`` this is the posterior mean of the factors."""
+    return np.einsum("nji,nj->ni", Linv, np.einsum("nij,nj->ni", Linv, b))
+
+
+def covariance_parameters(K: int, k: int) -> int:
+    """Free parameters of ``Sigma = F F' + diag(D)``: ``K k + K - k(k-1)/2``, capped
+    at ``K(K+1)/2`` (the unrestricted count, reached beyond the Ledermann bound)."""
+    return int(min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2))
 
 
 def lawley_loadings(U: np.ndarray, lam: np.ndarray, D: np.ndarray,
@@ -401,9 +415,7 @@ def block_jacobi_inverse(gram: np.ndarray) -> np.ndarray:
     """
     d = np.sqrt(np.einsum("kpp->kp", gram))
     scaled = gram / d[:, :, None] / d[:, None, :]
-    L = np.linalg.cholesky(scaled)
-    eye = np.broadcast_to(np.eye(gram.shape[1]), gram.shape)
-    Linv = np.linalg.solve(L, eye)
+    Linv = triangular_inverse(np.linalg.cholesky(scaled))
     inv = np.einsum("kqp,kqr->kpr", Linv, Linv)
     return inv / d[:, :, None] / d[:, None, :]
 

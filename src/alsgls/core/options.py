@@ -17,7 +17,8 @@ from typing import Any
 
 from .._warnings import warn
 
-__all__ = ["SolverOptions", "solver_options", "ACCELERATORS", "DEFAULT_MAX_ITER"]
+__all__ = ["SolverOptions", "solver_options", "check_integer", "ACCELERATORS",
+           "DEFAULT_MAX_ITER"]
 
 #: Accepted values of ``accelerate`` besides True/False.
 ACCELERATORS = ("anderson", "squarem", "em")
@@ -39,15 +40,23 @@ def _positive_real(name: str, value: Any, *, upper: float = math.inf) -> float:
     return v
 
 
-def _count(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+def check_integer(name: str, value: Any, *, minimum: int = 0,
+                  allow_none: bool = False) -> int | None:
+    """``value`` as an int of at least ``minimum`` (or None when allowed);
+    ``TypeError``/``ValueError`` naming ``name`` otherwise.  The one integer check
+    of every public option and argument."""
     if value is None and allow_none:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        what = "a positive integer or None" if allow_none else "a positive integer"
+        what = f"an integer >= {minimum}" + (" or None" if allow_none else "")
         raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
-    if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
     return int(value)
+
+
+def _count(name: str, value: Any, *, allow_none: bool = False) -> int | None:
+    return check_integer(name, value, minimum=1, allow_none=allow_none)
 
 
 @dataclass(frozen=True)
@@ -102,12 +111,7 @@ class SolverOptions:
         set_(self, "cg_maxiter", _count("cg_maxiter", self.cg_maxiter))
         set_(self, "eig_maxiter", _count("eig_maxiter", self.eig_maxiter))
         set_(self, "d_floor", _positive_real("d_floor", self.d_floor, upper=1.0))
-        rs = self.random_state
-        if isinstance(rs, bool) or not isinstance(rs, numbers.Integral):
-            raise TypeError(f"random_state must be a non-negative integer, got {rs!r}")
-        if rs < 0:
-            raise ValueError(f"random_state must be non-negative, got {rs!r}")
-        set_(self, "random_state", int(rs))
+        set_(self, "random_state", check_integer("random_state", self.random_state))
         set_(self, "blas_threads", _count("blas_threads", self.blas_threads, allow_none=True))
         acc = self.accelerate
         if not (isinstance(acc, bool) or (isinstance(acc, str) and acc in ACCELERATORS)):
