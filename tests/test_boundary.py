@@ -551,12 +551,14 @@ def test_import_graph_has_no_cycle():
 
 @pytest.fixture
 def count_check_designs(monkeypatch):
-    """Wrap ``alsgls.core.problem.check_designs`` (the Gram + eigvalsh rank
-    check of every validation) with a counter, wherever it was imported."""
+    """Wrap ``alsgls.core.problem.build_problem`` (the one validation of the
+    data: coercion, missing-data policy, padding, Gram matrices and their rank
+    check) with a counter, wherever it was imported.  (Cross-validation folds
+    are ``Problem.take(rows)``: no coercion, only the fold's own Gram check.)"""
     _estimator()  # import the estimator module first so its imports get patched
     from alsgls.core import problem
 
-    original = problem.check_designs
+    original = problem.build_problem
     calls = [0]
 
     def counting(*args, **kwargs):
@@ -565,8 +567,8 @@ def count_check_designs(monkeypatch):
 
     for name, mod in list(sys.modules.items()):
         if (name == "alsgls" or name.startswith("alsgls.")) and \
-                getattr(mod, "check_designs", None) is original:
-            monkeypatch.setattr(mod, "check_designs", counting)
+                getattr(mod, "build_problem", None) is original:
+            monkeypatch.setattr(mod, "build_problem", counting)
     return calls
 
 
@@ -577,7 +579,7 @@ def test_alsgls_cv_validates_once(count_check_designs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _estimator()(rank="cv", n_folds=3, max_rank=2).fit(Xs, Y)
-    assert count_check_designs[0] == 1, f"check_designs ran {count_check_designs[0]} times"
+    assert count_check_designs[0] == 1, f"build_problem ran {count_check_designs[0]} times"
 
 
 def test_select_rank_validates_once(count_check_designs):
@@ -586,7 +588,7 @@ def test_select_rank_validates_once(count_check_designs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         select_rank(Xs, Y, method="bic")
-    assert count_check_designs[0] == 1, f"check_designs ran {count_check_designs[0]} times"
+    assert count_check_designs[0] == 1, f"build_problem ran {count_check_designs[0]} times"
 
 
 def test_sur_construction_and_fit_validate_once(count_check_designs):
@@ -594,7 +596,7 @@ def test_sur_construction_and_fit_validate_once(count_check_designs):
     again in fit."""
     Xs, Y = _system()
     SUR.from_arrays(Xs, Y, rank=1).fit()
-    assert count_check_designs[0] == 1, f"check_designs ran {count_check_designs[0]} times"
+    assert count_check_designs[0] == 1, f"build_problem ran {count_check_designs[0]} times"
 
 
 # --------------------------------------------------------------------------

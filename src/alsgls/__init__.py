@@ -70,4 +70,6 @@ def __getattr__(name: str):
         from .learn.estimator import ALSGLS
 
         return ALSGLS
+    if name in _compat.MOVED:          # alsgls.system etc. of 0.1, deprecated
+        return _compat.old_module(name)
     raise AttributeError(f"module 'alsgls' has no attribute {name!r}")

@@ -1,10 +1,14 @@
-"""Old module paths of alsgls 0.1, kept importable with a ``DeprecationWarning``.
+"""Old module paths of alsgls 0.1, kept working with a ``DeprecationWarning``.
 
 The package is split into layers (``alsgls.core``, ``alsgls.stats``,
 ``alsgls.learn``; see ``docs/architecture.md``).  Code written against the
-flat layout of 0.1 (``from alsgls.system import SUR``) keeps working: a
-meta-path finder maps each old name onto the *same* module object under its
-new name, so classes, ``isinstance`` checks and pickles agree.
+flat layout of 0.1 keeps working, both as ``from alsgls.system import SUR``
+and as ``alsgls.system.SUR``: a meta-path finder (and the package's
+``__getattr__``) resolve each old name.  An old module that moved whole maps
+onto the *same* module object under its new name (classes, ``isinstance``
+checks, pickles and monkeypatching agree); one whose contents were split
+(``als``, ``em``, ``missing``) maps onto a read-only view that finds each name
+in the modules that now hold it.
 """
 
 from __future__ import annotations
@@ -13,26 +17,53 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import sys
-import warnings
+import types
 
-#: old module (under ``alsgls.``) -> new module (under ``alsgls.``)
+from ._warnings import warn
+
+#: old module (under ``alsgls.``) -> the new module(s) holding its names
 MOVED = {
-    "als": "core.api", "em": "core.api", "ops": "core.ops", "fit_result": "core.fit_result",
-    "missing": "core.api", "sim": "core.sim", "metrics": "core.metrics",
-    "system": "stats.system", "results": "stats.results", "inference": "stats.inference",
-    "hypothesis": "stats.hypothesis", "prediction": "stats.prediction",
-    "summary": "stats.summary", "estimator": "learn.estimator", "rank": "learn.rank",
-    "plots": "learn.plots",
+    "als": ("core.api", "core.als"), "em": ("core.api", "core.em"),
+    "missing": ("core.api", "core.fit_result", "core.missing_em", "core.problem",
+                "core.options"),
+    "ops": ("core.ops",), "fit_result": ("core.fit_result",), "sim": ("core.sim",),
+    "metrics": ("core.metrics",), "system": ("stats.system",), "results": ("stats.results",),
+    "inference": ("stats.inference",), "hypothesis": ("stats.hypothesis",),
+    "prediction": ("stats.prediction",), "summary": ("stats.summary",),
+    "estimator": ("learn.estimator",), "rank": ("learn.rank",), "plots": ("learn.plots",),
 }
 
 
+class _SplitModule(types.ModuleType):
+    """An old module whose names now live in several modules."""
+
+    def __init__(self, name: str, targets: tuple) -> None:
+        super().__init__(name, f"Moved: see {', '.join(t.__name__ for t in targets)}.")
+        self._targets = targets
+
+    def __getattr__(self, attr: str):
+        for mod in self._targets:
+            if hasattr(mod, attr):
+                return getattr(mod, attr)
+        raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+
+
+def old_module(name: str) -> types.ModuleType:
+    """The module standing for ``alsgls.<name>`` of 0.1 (warns at the user's line)."""
+    targets = tuple(importlib.import_module(f"alsgls.{t}") for t in MOVED[name])
+    new = ", ".join(t.__name__ for t in targets)
+    warn(f"the module alsgls.{name} moved to {new}; import from there (or the names "
+         "from alsgls itself)", DeprecationWarning)
+    return targets[0] if len(targets) == 1 else _SplitModule(f"alsgls.{name}", targets)
+
+
 class _Alias(importlib.abc.Loader):
-    def __init__(self, new: str) -> None:
-        self.new = new
+    def __init__(self, name: str) -> None:
+        self.name = name
 
     def create_module(self, spec):
-        module = importlib.import_module(self.new)
-        self.spec = module.__spec__
+        module = old_module(self.name)
+        self.spec = getattr(module, "__spec__", None)
         return module
 
     def exec_module(self, module) -> None:
@@ -42,16 +73,13 @@ class _Alias(importlib.abc.Loader):
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):
-    """Resolve ``alsgls.<old>`` to ``alsgls.<new>`` (see :data:`MOVED`)."""
+    """Resolve ``import alsgls.<old>`` (see :data:`MOVED`)."""
 
     def find_spec(self, fullname, path=None, target=None):
         pkg, _, name = fullname.partition(".")
         if pkg != "alsgls" or name not in MOVED:
             return None
-        new = f"alsgls.{MOVED[name]}"
-        warnings.warn(f"the module {fullname} moved to {new}; import it from there "
-                      "(or the names from alsgls itself)", DeprecationWarning, stacklevel=2)
-        return importlib.machinery.ModuleSpec(fullname, _Alias(new))
+        return importlib.machinery.ModuleSpec(fullname, _Alias(name))
 
 
 def install() -> None:

@@ -23,6 +23,8 @@ _PLUMBING = {os.path.abspath(m.__file__) for m in (functools, contextlib)}
 
 
 def _internal(filename: str) -> bool:
+    if filename.startswith("<frozen importlib"):   # an import statement's machinery
+        return True
     path = os.path.abspath(filename)
     return path.startswith(_PACKAGE_DIR) or path in _PLUMBING
 
@@ -34,7 +36,9 @@ def _caller_stacklevel() -> int:
     level = 2
     while frame is not None and _internal(frame.f_code.co_filename):
         frame = frame.f_back
-        level += 1
+        # warnings.warn does not count the import machinery's frames
+        if frame is not None and not frame.f_code.co_filename.startswith("<frozen importlib"):
+            level += 1
     return level
 
 

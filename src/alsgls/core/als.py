@@ -132,7 +132,8 @@ def _factor_step(
 ) -> tuple[int, int]:
     """One Lawley/Joreskog profile step on the current residuals (in place).
 
-    Returns ``(subspace iterations, backtracks)``.
+    Returns ``(subspace iterations, rejected proposals)``: a rejected
+    Anderson step counts one, and so does each halving of the D update.
     """
     N = st.Rt.shape[1]
     s = _residual_variances(st.Rt)
@@ -151,11 +152,13 @@ def _factor_step(
                    + np.sum(np.log(lam[big]) - lam[big] + 1.0))
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
+    rejected = 0
     if D_acc is not None:
         nll_acc = LowRankCovariance(F, D_acc).nll_per_row(st.Rt, rowsq=N * s)
         if nll_acc <= nll_F:
             st.F, st.D, st.nll = F, D_acc, nll_acc
             return eig_it, 0
+        rejected = 1
     t, halvings = 1.0, 0
     while True:
         D_try = np.maximum(D + t * (D_target - D), floor)
@@ -168,7 +171,7 @@ def _factor_step(
         st.F, st.D, st.nll = F, D_try, nll_try
     else:  # D step could not improve: keep D, take the F step alone
         st.F, st.nll = F, nll_F
-    return eig_it, halvings
+    return eig_it, rejected + halvings
 
 
 def _profile_lbfgs(
@@ -183,7 +186,7 @@ def _profile_lbfgs(
     + sum s_j / D_j]`` with ``lam`` the top-k eigenvalues of
     ``D^-1/2 S D^-1/2``, and ``df/dlog D_j = ((F F')_jj + D_j - s_j) / (2 D_j)``
     (Joreskog, 1967).  Bounds ``D_j >= d_floor * s_j``.  Updates st in place;
-    returns the subspace iterations of all its evaluations.
+    returns ``(subspace iterations, profile evaluations)``.
     """
     from scipy.optimize import minimize
 
@@ -213,7 +216,7 @@ def _profile_lbfgs(
     nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=N * s)
     if nll <= st.nll:
         st.F, st.D, st.nll = F, D, nll
-    return eig_total[0]
+    return eig_total[0], int(res.nfev)
 
 
 def _beta_step(
@@ -256,6 +259,7 @@ class _Progress:
     gaps: list = field(default_factory=list)
     eig: list = field(default_factory=list)
     backs: list = field(default_factory=list)
+    profile: list = field(default_factory=list)
 
     def remaining(self) -> float:
         """Linear-rate extrapolation of the decrease still to come."""
@@ -268,10 +272,11 @@ class _Progress:
         r = self.ratios
         return k > 0 and len(r) >= 3 and (r[-1] > 3 * STALL_RATIO or min(r[-2:]) > STALL_RATIO)
 
-    def record(self, nll: float, cg: int, eig: int, backs: int) -> None:
+    def record(self, nll: float, cg: int, eig: int, backs: int, profile: int) -> None:
         self.cg.append(cg)
         self.eig.append(eig)
         self.backs.append(backs)
+        self.profile.append(profile)
         self.prev_delta, self.last_delta = self.last_delta, max(self.trace[-1] - nll, 0.0)
         self.trace.append(nll)
 
@@ -324,8 +329,8 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
             break
         if pr.stalled(k):
             st.hist.clear()
-            e_it = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter,
-                                  0.1 * options.tol)
+            e_it, n_prof = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter,
+                                          0.1 * options.tol)
             n_back = 0
         else:
             # eigenvector errors cost NLL quadratically: sqrt of the progress
@@ -333,14 +338,15 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
                                      EIG_RTOL_MAX))
             e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
                                         eig_rtol)
-        pr.record(st.nll, info.iterations, e_it, n_back)
+            n_prof = 0
+        pr.record(st.nll, info.iterations, e_it, n_back, n_prof)
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
         nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
         floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
         diagnostics={"cg_iterations": pr.cg, "beta_gap": pr.gaps, "eig_iterations": pr.eig,
-                     "backtracks": pr.backs})
+                     "backtracks": pr.backs, "profile_evaluations": pr.profile})
 
 
 def _refresh_nll(st: _State, pr: _Progress) -> None:

@@ -17,10 +17,15 @@ from .fit_result import GLSFit, MissingGLSFit
 from .missing_em import EMProblem
 from .ops import row_core_inverse
 from .options import solver_options
-from .problem import _design_list, as_float_matrix, build_problem
+from .ops import LowRankCovariance, row_core_solve
+from .options import SolverOptions
+from .problem import as_float_matrix, build_problem, design_list
 
 __all__ = ["als_gls", "em_gls", "fit_missing", "als_gls_missing", "observed_nll_per_row",
            "impute"]
+
+#: The defaults of the keyword arguments below are those of the options record.
+_D = SolverOptions()
 
 
 def als_gls(
@@ -28,13 +33,13 @@ def als_gls(
     Y: Any,
     k: int,
     *,
-    tol: float = 1e-10,
-    max_iter: int | None = None,
-    cg_maxiter: int = 500,
-    eig_maxiter: int = 100,
-    d_floor: float = 1e-6,
-    random_state: int = 0,
-    blas_threads: int | None = 1,
+    tol: float = _D.tol,
+    max_iter: int | None = _D.max_iter,
+    cg_maxiter: int = _D.cg_maxiter,
+    eig_maxiter: int = _D.eig_maxiter,
+    d_floor: float = _D.d_floor,
+    random_state: int = _D.random_state,
+    blas_threads: int | None = _D.blas_threads,
     missing: str = "ml",
     weights: Any = None,
     **deprecated: Any,
@@ -125,6 +130,9 @@ def als_gls(
     >>> bool(np.all(np.diff(fit.nll_trace) <= 1e-12 * abs(fit.nll)))
     True
     """
+    unknown = sorted(set(deprecated) - {"max_sweeps"})
+    if unknown:
+        raise TypeError(f"als_gls got unexpected keyword argument(s) {unknown}")
     options = solver_options(tol=tol, max_iter=max_iter, cg_maxiter=cg_maxiter,
                              eig_maxiter=eig_maxiter, d_floor=d_floor,
                              random_state=random_state, blas_threads=blas_threads,
@@ -138,11 +146,11 @@ def em_gls(
     Y: Any,
     k: int,
     *,
-    tol: float = 1e-10,
-    max_iter: int | None = None,
-    d_floor: float = 1e-6,
-    accelerate: bool | str = True,
-    blas_threads: int | None = 1,
+    tol: float = _D.tol,
+    max_iter: int | None = _D.max_iter,
+    d_floor: float = _D.d_floor,
+    accelerate: bool | str = _D.accelerate,
+    blas_threads: int | None = _D.blas_threads,
 ) -> GLSFit:
     """Dense EM baseline for the SUR likelihood with ``Sigma = F F' + diag(D)``.
 
@@ -181,9 +189,13 @@ def em_gls(
     >>> em_gls(Xs, Y, k=1).converged
     True
     """
+    if accelerate not in (True, False, "squarem", "em"):
+        raise ValueError("accelerate must be True or 'squarem' (SQUAREM), or False or 'em' "
+                         f"(plain EM) for em_gls, got {accelerate!r}")
     options = solver_options(tol=tol, max_iter=max_iter, d_floor=d_floor,
                              accelerate=accelerate, blas_threads=blas_threads)
-    problem = build_problem(Xs, Y, missing="raise")  # the dense reference: complete data
+    problem = build_problem(Xs, Y, missing="raise", nan_hint=(    # the dense reference
+        "em_gls needs complete responses: use als_gls or fit_missing for missing ones"))
     return fit_problem(problem, k, options, solver="em", missing_fit=False)[0]
 
 
@@ -193,11 +205,12 @@ def fit_missing(
     k: int,
     *,
     weights: Any = None,
-    tol: float = 1e-10,
-    max_iter: int | None = None,
-    d_floor: float = 1e-6,
-    accelerate: bool | str = True,
-    random_state: int = 0,
+    tol: float = _D.tol,
+    max_iter: int | None = _D.max_iter,
+    d_floor: float = _D.d_floor,
+    accelerate: bool | str = _D.accelerate,
+    random_state: int = _D.random_state,
+    blas_threads: int | None = _D.blas_threads,
 ) -> MissingGLSFit:
     """Maximum likelihood for a SUR system with missing responses (accelerated
     EM, then quasi-Newton when EM is slow).
@@ -236,6 +249,8 @@ def fit_missing(
         (see ``tol``) applies to all three.
     random_state : int, default 0
         Seed of the initial subspace iteration.
+    blas_threads : int or None, default 1
+        BLAS threads inside the fit, as in :func:`als_gls`.
 
     Returns
     -------
@@ -266,7 +281,8 @@ def fit_missing(
     (True, True)
     """
     options = solver_options(tol=tol, max_iter=max_iter, d_floor=d_floor,
-                             accelerate=accelerate, random_state=random_state)
+                             accelerate=accelerate, random_state=random_state,
+                             blas_threads=blas_threads)
     problem = build_problem(Xs, Y, weights=weights, missing="ml")
     return fit_problem(problem, k, options, solver="missing", missing_fit=True)[0]
 
@@ -344,9 +360,9 @@ def observed_nll_per_row(
     float
         ``sum_i w_i l_i / n`` over the ``n`` rows with at least one observed
         response, ``l_i`` the NLL of ``y_{i,O}`` under
-        ``N(X_{i,O} beta, F_O F_O' + diag(D_O))`` (the module docstring gives
-        the per-row Woodbury form).  This is the quantity ``fit_missing``
-        minimises and reports in ``nll_trace``.
+        ``N(X_{i,O} beta, F_O F_O' + diag(D_O))`` (evaluated per row through
+        the k x k cores, :meth:`alsgls.core.missing_em.EMProblem.estep`).  This
+        is the quantity ``fit_missing`` minimises and reports in ``nll_trace``.
 
     Examples
     --------
@@ -357,17 +373,12 @@ def observed_nll_per_row(
     2.266918
     """
     problem = build_problem(Xs, Y, weights=weights, missing="ml", notes=False)
-    prob = EMProblem(problem, 1, np.zeros(problem.K))
-    F = np.asarray(F, dtype=np.float64)
-    F = F[:, None] if F.ndim == 1 else F
-    D = np.asarray(D, dtype=np.float64)
-    if F.ndim != 2 or F.shape[0] != problem.K or D.shape != (problem.K,):
-        raise ValueError(f"F must be (K, k) and D (K,) with K={problem.K}, got {F.shape} "
-                         f"and {D.shape}")
-    if not (np.all(np.isfinite(D)) and np.all(D > 0) and np.all(np.isfinite(F))):
-        raise ValueError("F must be finite and D finite and strictly positive")
-    prob.k = F.shape[1]
-    return prob.estep(problem.layout.pad(B), F, D).nll
+    cov = LowRankCovariance(F, D)                       # checks F and D
+    if cov.K != problem.K:
+        raise ValueError(f"F must be (K, k) and D (K,) with K={problem.K}, got "
+                         f"{np.shape(F)} and {np.shape(D)}")
+    prob = EMProblem(problem, cov.k, np.zeros(problem.K))
+    return prob.estep(problem.layout.pad(B), cov.F, cov.D).nll
 
 
 def impute(fit: GLSFit, Xs: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -408,21 +419,30 @@ def impute(fit: GLSFit, Xs: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
     >>> bool(var[0, 0] > 0 and var[0, 1] == 0 and mean[0, 1] == Y[0, 1])
     True
     """
+    if not isinstance(fit, GLSFit):
+        raise TypeError(f"fit must be a GLSFit (from als_gls, fit_missing, ...), got "
+                        f"{type(fit).__name__}")
     Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
-    mats, _, _ = _design_list(Xs, Ya.shape[0], [f"Xs[{j}]" for j in range(Ya.shape[1])])
-    if len(mats) != Ya.shape[1] or len(fit.B) != Ya.shape[1]:
-        raise ValueError(f"Y has K={Ya.shape[1]} columns but Xs has {len(mats)} "
-                         f"equations and fit has {len(fit.B)}")
+    N, K = Ya.shape
+    if K != fit.K:
+        raise ValueError(f"Y has K={K} columns but the fit has {fit.K} equations")
+    mats, _, _ = design_list(Xs, N, [f"Xs[{j}]" for j in range(K)])
+    if len(mats) != K:
+        raise ValueError(f"Xs has {len(mats)} designs but Y has K={K} columns")
+    for j, (x, b) in enumerate(zip(mats, fit.B)):
+        if x.shape != (N, b.shape[0]):
+            raise ValueError(f"Xs[{j}] has shape {x.shape} but must be (N, p_j) = "
+                             f"({N}, {b.shape[0]}) for the rows of Y and the fit")
     obs = ~np.isnan(Ya)
-    mu = np.column_stack([x @ np.asarray(b, dtype=np.float64).ravel() for x, b in zip(mats, fit.B)])
+    mu = np.column_stack([x @ b[:, 0] for x, b in zip(mats, fit.B)])
     if np.isnan(mu[obs]).any():
         j = int(np.flatnonzero(np.isnan(np.where(obs, mu, 0.0)).any(axis=0))[0])
         raise ValueError(f"Xs[{j}] has NaN in a row where Y[:, {j}] is observed")
     F, D = fit.F, fit.D
     Rt = np.where(obs, Ya - mu, 0.0).T                          # (K, N)
     Linv = row_core_inverse(F, D, obs.T.astype(np.float64))
+    M = row_core_solve(Linv, Rt.T @ (F / D[:, None]))           # (N, k) posterior means
     V = np.einsum("nji,njl->nil", Linv, Linv)
-    M = np.einsum("nij,nj->ni", V, Rt.T @ (F / D[:, None]))     # (N, k)
     mean = np.where(obs, Ya, mu + M @ F.T)
     var = D[None, :] + np.einsum("jk,nkl,jl->nj", F, V, F)
     return mean, np.where(obs, 0.0, var)

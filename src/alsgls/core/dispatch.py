@@ -116,6 +116,8 @@ def _assemble(run: SolverRun, problem: Problem, options: SolverOptions,
         beta_gap=np.asarray(diag.get("beta_gap", np.zeros(0)), dtype=float),
         eig_iterations=np.asarray(diag.get("eig_iterations", np.zeros(n)), dtype=int),
         backtracks=np.asarray(diag.get("backtracks", np.zeros(n)), dtype=int),
+        profile_evaluations=np.asarray(diag.get("profile_evaluations", np.zeros(n)),
+                                       dtype=int),
         tol=options.tol)
     if not missing_fit:
         return GLSFit(**common)
@@ -135,9 +137,10 @@ def _warn(run: SolverRun, problem: Problem, options: SolverOptions) -> None:
     """Convergence and Heywood warnings, attributed to the user's line."""
     if not run.converged:
         n = len(run.trace) - 1
-        warn(f"the {_NAMES[run.method]} solver reached max_iter={n} {run.unit}s without "
-             f"meeting tol={options.tol:g} ({run.note}); raise max_iter or loosen tol",
-             ConvergenceWarning)
+        core = {"em-missing": "missing"}.get(run.method, run.method)
+        warn(f"the {_NAMES[run.method]} solver stopped after {n} {run.unit}s "
+             f"(max_iter={options.iterations(core)}) without meeting tol={options.tol:g} "
+             f"({run.note}); raise max_iter or loosen tol", ConvergenceWarning)
     heywood = _heywood(run)
     if run.F.shape[1] > 0 and heywood.any():
         idx = np.flatnonzero(heywood)

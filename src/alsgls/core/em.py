@@ -81,9 +81,9 @@ def _em_factor_step(S: np.ndarray, F: np.ndarray, D: np.ndarray, floor: np.ndarr
     return F_new, np.maximum(D_new, floor)
 
 
-def _initial_point(prob: _DenseProblem, floor: np.ndarray, s: np.ndarray, k: int) -> tuple:
-    """Loadings from the top eigenpairs of the OLS residual correlation."""
-    S = prob.S
+def _initial_point(S: np.ndarray, floor: np.ndarray, s: np.ndarray, k: int) -> tuple:
+    """Loadings from the top eigenpairs of the OLS residual correlation (``S`` the
+    OLS residual covariance, ``s`` its diagonal)."""
     corr = S / np.sqrt(np.outer(s, s))
     lam, U = np.linalg.eigh(corr)
     F = lawley_loadings(U[:, ::-1][:, :k], lam[::-1][:k], s, min_excess=1e-3)
@@ -116,8 +116,8 @@ def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     beta = prob.gls(np.eye(K))                                     # OLS
     Rt = prob.residuals(beta)
     s = problem.residual_variances(Rt)
-    prob.S = Rt @ Rt.T / N
-    F, D = _initial_point(prob, d_floor * s, s, k)
+    S0 = Rt @ Rt.T / N
+    F, D = _initial_point(S0, d_floor * s, s, k)
 
     def cycle(beta, F, D):
         beta = prob.gls(_sigma_inv(F, D))
@@ -133,7 +133,7 @@ def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
         P = len(beta)
         return v[:P], v[P:P + K * k].reshape(K, k), np.exp(v[P + K * k:])
 
-    state, trace, backs = (beta, F, D), [_dense_nll(prob.S, F, D)], []
+    state, trace, backs = (beta, F, D), [_dense_nll(S0, F, D)], []
     last, prev, converged = np.inf, np.inf, False
     scale = options.tol * K  # as in ALS: gap per row and equation
     for it in range(options.iterations("em")):

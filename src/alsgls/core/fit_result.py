@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .ops import LowRankCovariance
+from .problem import as_float_matrix
 
 __all__ = ["GLSFit", "MissingGLSFit", "SolverRun"]
 
@@ -92,7 +93,8 @@ class GLSFit:
         Equations whose ``D_j`` sits at the floor ``d_floor * s_j`` (Heywood
         cases); their loadings absorb all of the residual variance.
     method : str
-        ``"als"`` or ``"em"``.
+        The core that ran: ``"als"``, ``"em"`` (dense EM) or ``"em-missing"``
+        (the missing-data EM / quasi-Newton).
     cg_iterations : ndarray of int, shape (n_iter,)
         Conjugate-gradient iterations in each sweep's beta-step (ALS; zeros for
         the direct EM solve).
@@ -104,9 +106,13 @@ class GLSFit:
     eig_iterations : ndarray of int, shape (n_iter,)
         Subspace iterations in each sweep's factor step (ALS only).
     backtracks : ndarray of int, shape (n_iter,)
-        Proposals rejected or shortened in each iteration: step halvings of
-        the D update (ALS); 1 where the accelerated (Anderson or SQUAREM)
-        point was rejected for the plain EM step (EM); 0 otherwise.
+        Step proposals rejected in each iteration before the accepted one,
+        on every path: an Anderson-extrapolated D that raised the NLL and each
+        halving of the D update (ALS); an accelerated (SQUAREM or Anderson)
+        point rejected for the plain EM step (EM, missing-data EM).
+    profile_evaluations : ndarray of int, shape (n_iter,)
+        ALS: evaluations of the profile likelihood by L-BFGS-B in sweeps
+        where the D map stalled (0 in ordinary sweeps); zeros for EM.
     tol : float
         The relative tolerance the fit was run with.
     """
@@ -124,6 +130,7 @@ class GLSFit:
     eig_iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     backtracks: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     tol: float = float("nan")
+    profile_evaluations: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
     @property
     def nll(self) -> float:
@@ -165,8 +172,6 @@ class GLSFit:
             raise TypeError(f"Xs must be a list of K={K} designs, got {type(Xs).__name__}")
         if len(Xs) != K:
             raise ValueError(f"Xs has {len(Xs)} designs but the fit has K={K} equations")
-        from .problem import as_float_matrix
-
         cols = []
         for j, (x, b) in enumerate(zip(Xs, self.B)):
             x = as_float_matrix(x, f"Xs[{j}]", 2)
@@ -202,10 +207,11 @@ class MissingGLSFit(GLSFit):
         The policy applied: ``"ml"``, ``"drop"`` or ``"raise"``.
     quasi_newton : ndarray of int, shape (n_iter,)
         1 where the iteration was a quasi-Newton (L-BFGS-B) step rather than
-        an EM step (``fit_missing`` only; empty otherwise).
+        an EM step (``method="em-missing"``; empty for the balanced cores).
     gap : float
-        ``fit_missing``: estimated NLL-per-row decrease still available at the
-        returned point (the quantity the stopping rule certifies); NaN otherwise.
+        ``method="em-missing"``: estimated NLL-per-row decrease still
+        available at the returned point (the quantity the stopping rule
+        certifies); NaN for the balanced cores.
 
     ``nll_trace`` is the (weighted) observed-data NLL per retained row,
     ``sum_i w_i l_i / n``.

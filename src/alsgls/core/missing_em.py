@@ -18,7 +18,7 @@ takes over when EM is slow.  Near a Heywood case (``D_j`` heading to its
 floor) or with weak factors the fraction of missing information tends to 1:
 EM's rate tends to 1 and its decrement understates the gap by
 ``1 / (1 - rate)``, so a decrement-based rule stopped early (K = 8, k = 2,
-D_0 = 0, 20 % missing: 130 iterations, relative gap 5.6e-7).  ``run_em``
+D_0 = 0, 20 % missing: 130 iterations, relative gap 5.6e-7).  ``accelerated_em``
 therefore certifies EM's end point with a secant gap along the EM step and
 switches to L-BFGS-B when that fails or EM has run ``QN_AFTER`` iterations;
 the same example now stops after ~50 iterations at a gap of ~1e-11.
@@ -400,7 +400,7 @@ class _QNPhase:
         return x, e, fs, gap
 
 
-def run_em(prob: EMProblem, x: tuple, tol: float, max_iter: int, method: str) -> LoopResult:
+def accelerated_em(prob: EMProblem, x: tuple, tol: float, max_iter: int, method: str) -> LoopResult:
     """Accelerated EM from ``x``, switching to quasi-Newton when EM is slow.
 
     EM iterations (``method`` ``"anderson"``, ``"squarem"`` or ``"em"``) run
@@ -473,14 +473,14 @@ def run_missing(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     """The missing-data core: accelerated PX-EM, then quasi-Newton when EM is
     slow, on any problem (a complete one counts as a mask of ones).
 
-    ``tol`` is relative: ``scale = tol * max(|nll|, 1)`` (see :func:`run_em`).
+    ``tol`` is relative: ``scale = tol * max(|nll|, 1)`` (see :func:`accelerated_em`).
     """
     method = {True: "anderson", False: "em"}.get(options.accelerate, options.accelerate)
     _, R0 = problem.ols()
     s = problem.residual_variances(R0)
     prob = EMProblem(problem, k, options.d_floor * s)
     x0 = initial_point(prob, s, np.random.default_rng(options.random_state))
-    res = run_em(prob, x0, options.tol, options.iterations("missing"), method)
+    res = accelerated_em(prob, x0, options.tol, options.iterations("missing"), method)
     theta, F, D = res.x
     n = len(res.trace) - 1
     return SolverRun(

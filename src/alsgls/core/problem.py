@@ -29,7 +29,7 @@ from ..exceptions import IdentificationWarning, MissingDataWarning
 from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_rmatvec
 
 __all__ = [
-    "Problem", "build_problem", "check_missing", "check_rank", "check_weights", "as_float_matrix",
+    "Problem", "build_problem", "design_list", "check_missing", "check_rank", "check_weights", "as_float_matrix",
     "check_designs", "MISSING_POLICIES", "COLLINEARITY_COND", "ZERO_VARIANCE_RTOL",
 ]
 
@@ -152,23 +152,34 @@ class Problem:
         if self.w is None:
             return self
         sw = np.sqrt(self.w)
-        return dataclasses.replace(self, X=_readonly(self.X * sw[None, :, None]),
-                                   Yt=_readonly(self.Yt * sw[None, :]), w=None, shared=False)
+        X = (np.broadcast_to(self.X[0] * sw[:, None], self.X.shape) if self.shared
+             else self.X * sw[None, :, None])            # a shared design stays one array
+        return dataclasses.replace(self, X=_readonly(X), Yt=_readonly(self.Yt * sw[None, :]),
+                                   w=None)
 
-    def take(self, rows: np.ndarray) -> "Problem":
+    def take(self, rows: np.ndarray, what: str = "the selected rows", *,
+             check: bool = True) -> "Problem":
         """The sub-problem on ``rows`` (e.g. a cross-validation fold).
 
-        No re-validation: Gram matrices are recomputed for the rows, weights
-        rescaled to mean 1 over them.
+        The data are not coerced again; the Gram matrices of the rows are
+        formed and, with ``check`` (a subset to fit on), checked: a design
+        column can vanish on a subset (a rare dummy), and an equation can have
+        too few observed rows.  A subset only evaluated on (a test fold)
+        needs no check.  Weights are rescaled to mean 1 over the rows.
+        ``what`` names the subset in messages.
         """
         rows = np.asarray(rows)
         X = (np.broadcast_to(self.X[0, rows], (self.K, rows.size, self.pmax))
              if self.shared else self.X[:, rows])
         O = None if self.O is None or self.O[:, rows].all() else self.O[:, rows]
         w = None if self.w is None else self.w[rows] * (rows.size / self.w[rows].sum())
+        gram = _gram(X, self.layout, O, w, self.shared)
+        if check:
+            _check_counts(self.layout, rows.size if O is None else O.sum(axis=1),
+                          lambda j: f"{self.equation(j)} on {what}")
+            check_designs(X, gram, self.layout, lambda j: f"{self.equation(j)} on {what}")
         return dataclasses.replace(
-            self, X=_readonly(X), Yt=_readonly(self.Yt[:, rows]), O=O, w=w,
-            gram=_gram(X, self.layout, O, w, self.shared),
+            self, X=_readonly(X), Yt=_readonly(self.Yt[:, rows]), O=O, w=w, gram=gram,
             rows=self.rows[rows], n_rows_in=self.n_rows_in)
 
     # -- least squares -------------------------------------------------------------
@@ -287,11 +298,11 @@ def check_weights(weights: Any, N: int) -> np.ndarray | None:
     return w
 
 
-def _design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarray | None]:
+def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarray | None]:
     """The designs as a list of 2-D float arrays (views where possible), whether
     one design is shared by every equation, and the caller's 3-D array if any."""
-    if isinstance(Xs, np.ndarray) and Xs.ndim == 2:
-        x = as_float_matrix(Xs, "Xs", 2, allow_nan=True)
+    if (isinstance(Xs, np.ndarray) or hasattr(Xs, "to_numpy")) and np.ndim(Xs) == 2:
+        x = as_float_matrix(Xs, "Xs", 2, allow_nan=True)      # one design (a DataFrame too)
         return [x] * len(names), True, None
     if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
         X3 = np.ascontiguousarray(as_float_matrix(Xs, "Xs", 3, allow_nan=True))
@@ -352,14 +363,14 @@ def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
         j = int(bad[0])
         c = _collinear_column(X[j, :, : p[j]])
         more = f" (and {bad.size - 1} more equations)" if bad.size > 1 else ""
+        cj = f"{cond[j]:.3g}" if ev[j, 0] > 0 else "inf"
         raise ValueError(
             f"{name(j)} is rank deficient{more}: column {c} is (nearly) a linear "
-            f"combination of the others (scaled condition number {cond[j]:.3g}); "
-            "drop that column")
+            f"combination of the others (scaled condition number {cj}); drop that column")
 
 
 def _nan_policy(Ya: np.ndarray, mats: list, shared: bool, w: np.ndarray | None,
-                missing: str, name: Any, eq: Any, notes: bool) -> np.ndarray:
+                missing: str, name: Any, eq: Any, notes: bool, hint: str) -> np.ndarray:
     """Rows kept under the missing-data policy (raises, or notes what it drops)."""
     note = warn if notes else (lambda *args: None)
     N0 = Ya.shape[0]
@@ -368,7 +379,7 @@ def _nan_policy(Ya: np.ndarray, mats: list, shared: bool, w: np.ndarray | None,
     if missing in ("raise", "drop"):
         bad = ~obs.all(axis=1) | xbad.any(axis=1)
         if missing == "raise" and bad.any():
-            _refuse_nan(obs, xbad, eq)
+            _refuse_nan(obs, xbad, eq, hint)
         if bad.any():
             note(f"missing='drop': removed {int(bad.sum())} of {N0} rows with a missing "
                  "value (listwise deletion)", MissingDataWarning)
@@ -397,16 +408,31 @@ def _nan_policy(Ya: np.ndarray, mats: list, shared: bool, w: np.ndarray | None,
     return np.flatnonzero(keep)
 
 
-def _refuse_nan(obs: np.ndarray, xbad: np.ndarray, eq: Any) -> None:
+def _check_counts(layout: CoefficientLayout, n_obs: Any, eq: Any) -> None:
+    """Every equation needs ``p_j + 1`` observed rows (coefficients and a variance)."""
+    n_obs = np.broadcast_to(n_obs, layout.p.shape)
+    few = np.flatnonzero(n_obs < layout.p + 1)
+    if few.size:
+        j = int(few[0])
+        raise ValueError(
+            f"{eq(j)} has {int(n_obs[j])} observed rows but needs at least p_j + 1 = "
+            f"{int(layout.p[j]) + 1} to estimate its {int(layout.p[j])} coefficients and "
+            "its variance; drop that equation or some of its regressors")
+
+
+#: What a refusal of NaN suggests, unless the entry point says otherwise.
+NAN_HINT = ("pass missing='ml' (maximum likelihood on the observed responses) or "
+            "missing='drop' (listwise deletion)")
+
+
+def _refuse_nan(obs: np.ndarray, xbad: np.ndarray, eq: Any, hint: str) -> None:
     """``missing="raise"``: name the first equation with a missing value."""
     for j in range(obs.shape[1]):
         for what, bad in (("dependent", ~obs[:, j]), ("exog", xbad[:, min(j, xbad.shape[1] - 1)])):
             if bad.any():
                 raise ValueError(
                     f"{eq(j)}: {what} has missing values (NaN, first at row "
-                    f"{int(np.flatnonzero(bad)[0])}) and missing='raise'; pass missing='ml' "
-                    "(maximum likelihood on the observed responses) or missing='drop' "
-                    "(listwise deletion)")
+                    f"{int(np.flatnonzero(bad)[0])}) and missing='raise'; {hint}")
 
 
 def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray | None,
@@ -428,7 +454,8 @@ def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray 
 
 def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
                   labels: Sequence[str] | None = None,
-                  design_names: Sequence[str] | None = None, notes: bool = True) -> Problem:
+                  design_names: Sequence[str] | None = None, notes: bool = True,
+                  nan_hint: str = NAN_HINT) -> Problem:
     """Validate a SUR system once and return its :class:`Problem`.
 
     Parameters
@@ -452,6 +479,9 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
         How messages name each design (default ``Xs[j]``).
     notes : bool, default True
         Emit a :class:`MissingDataWarning` for the rows dropped.
+    nan_hint : str
+        What the ``missing="raise"`` refusal suggests (entry points without a
+        ``missing=`` argument say what to use instead).
 
     Returns
     -------
@@ -482,7 +512,7 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
         raise ValueError(f"Y must have at least one row and one column, got {Ya.shape}")
     labels = tuple(str(lab) for lab in labels) if labels is not None else None
     names = list(design_names) if design_names is not None else [f"Xs[{j}]" for j in range(K)]
-    mats, shared, X3 = _design_list(Xs, N0, names)
+    mats, shared, X3 = design_list(Xs, N0, names)
     if len(mats) != K:
         raise ValueError(f"Xs has {len(mats)} equations but Y has K={K} columns")
     eq = (lambda j: f"equation {labels[j]!r}") if labels else (lambda j: f"equation {j}")
@@ -492,22 +522,16 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
         if x.shape[1] == 0:
             raise ValueError(f"{names[j]} has no columns; every equation needs a regressor")
     w = check_weights(weights, N0)
-    has_nan = bool(np.isnan(Ya).any())
-    rows = (np.arange(N0) if not has_nan and (w is None or (w > 0).all())
+    any_nan = bool(np.isnan(Ya).any())
+    rows = (np.arange(N0) if not any_nan and (w is None or (w > 0).all())
             and not any(np.isnan(x).any() for x in (mats[:1] if shared else mats))
-            else _nan_policy(Ya, mats, shared, w, missing, names.__getitem__, eq, notes))
+            else _nan_policy(Ya, mats, shared, w, missing, names.__getitem__, eq, notes,
+                             nan_hint))
     Yr = Ya if rows.size == N0 else Ya[rows]
     obs = ~np.isnan(Yr.T)
     O = None if obs.all() else obs.astype(np.float64)
     layout = CoefficientLayout(np.array([x.shape[1] for x in mats], dtype=np.int64))
-    n_obs = obs.sum(axis=1)
-    few = np.flatnonzero(n_obs < layout.p + 1)
-    if few.size:
-        j = int(few[0])
-        raise ValueError(
-            f"{eq(j)} has {int(n_obs[j])} observed rows but needs at least p_j + 1 = "
-            f"{int(layout.p[j]) + 1} to estimate its {int(layout.p[j])} coefficients and "
-            "its variance; drop that equation or some of its regressors")
+    _check_counts(layout, obs.sum(axis=1), eq)
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
     shared = shared and O is None
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
@@ -527,12 +551,3 @@ def check_fit_rank(problem: Problem, k: Any, *, warn_ledermann: bool = True) -> 
             f"N={problem.N} rows is too few: the likelihood is unbounded unless "
             f"N > k + max p_j = {k} + {problem.pmax} ({problem.equation(j)})")
     return k
-
-
-def has_nan(Y: Any) -> bool:
-    """True if ``Y`` is a float array containing NaN (a missing value)."""
-    try:
-        Ya = np.asarray(Y.to_numpy() if hasattr(Y, "to_numpy") else Y)
-        return bool(np.issubdtype(Ya.dtype, np.floating) and np.isnan(Ya).any())
-    except (TypeError, ValueError):
-        return False
