@@ -43,9 +43,9 @@ from alsgls import als_gls, em_gls, simulate_sur
 
 def compare(N: int, K: int, p: int, k: int, tol: float, seed: int) -> dict:
     Xs, Y, _ = simulate_sur(N=N, K=K, p=p, k=k, seed=seed)
-    t_als, a = timed(lambda: als_gls(Xs, Y, k, tol=tol, max_sweeps=1000))
+    t_als, a = timed(lambda: als_gls(Xs, Y, k, tol=tol, max_iter=1000))
     t_em, e = timed(lambda: em_gls(Xs, Y, k, tol=tol))
-    m_als, _ = peak_bytes(lambda: als_gls(Xs, Y, k, tol=tol, max_sweeps=1000))
+    m_als, _ = peak_bytes(lambda: als_gls(Xs, Y, k, tol=tol, max_iter=1000))
     m_em, _ = peak_bytes(lambda: em_gls(Xs, Y, k, tol=tol))
     ba, be = beta_vector(a.B), beta_vector(e.B)
     FFa, FFe = a.F @ a.F.T, e.F @ e.F.T          # K x K only for this check

@@ -47,7 +47,7 @@ FLOOR = 1e-16  # relative gaps below double rounding are drawn at the floor
 def traces(N: int, K: int, p: int, k: int, strength: float, plain_max: int, seed: int) -> dict:
     Xs, Y, _ = simulate_sur(N=N, K=K, p=p, k=k, seed=seed, factor_strength=strength)
     fits = {
-        "ALS": als_gls(Xs, Y, k, tol=1e-14, max_sweeps=2000),
+        "ALS": als_gls(Xs, Y, k, tol=1e-14, max_iter=2000),
         "EM (SQUAREM)": em_gls(Xs, Y, k, tol=1e-14, max_iter=2000),
         "EM (plain)": em_gls(Xs, Y, k, tol=1e-14, max_iter=plain_max, accelerate=False),
     }

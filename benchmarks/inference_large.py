@@ -22,7 +22,6 @@ import numpy as np
 
 from alsgls import simulate_sur
 from alsgls.stats import inference
-from alsgls.stats.results import SURResults
 from alsgls.stats.system import SUR
 
 
@@ -53,7 +52,7 @@ def main() -> None:
     res, t_fit, m_fit = _timed(mod.fit)
     print(f"fit:        {t_fit:8.2f} s  peak {m_fit:7.0f} MiB  ({res.iterations} sweeps)")
     se, t_se, m_se = _timed(lambda: res.bse.to_numpy())
-    inf = res._inference
+    inf = res.covariance
     info = inf.eigen_info
     print(f"model SEs:  {t_se:8.2f} s  peak {m_se:7.0f} MiB  method={inf.method}")
     if info is not None:
@@ -62,8 +61,7 @@ def main() -> None:
               f"bound={inf.truncation_bound:.2e} (tol {info.tol:g}) top eigenvalues "
               f"{np.round(info.eigenvalues[: 2 * a.k], 4)}")
     if a.robust:
-        rob = SURResults(mod, res.fit_result, cov_type="robust")
-        rob._inference = inf
+        rob = res.with_cov_type("robust")   # shares the factored covariance
         _, t_r, m_r = _timed(lambda: rob.bse.to_numpy())
         print(f"robust SEs: {t_r:8.2f} s  peak {m_r:7.0f} MiB  PCG {inf.solve_info}")
     tracemalloc.stop()

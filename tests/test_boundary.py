@@ -670,3 +670,94 @@ def test_alsgls_fit_leaves_inputs_alone(form):
     est = _estimator()(rank=1, missing="ml" if form == "shared-missing" else "raise")
     _record(est.fit, X, Y)
     _unchanged(copies, ([X] if form.startswith("shared") else Xs) + [Y])
+
+
+# --------------------------------------------------------------------------
+# 12. review fixes: compatibility, folds, shared weighted designs, messages
+# --------------------------------------------------------------------------
+
+def test_old_module_paths_work_as_attributes_and_imports():
+    """alsgls 0.1's flat modules stay reachable, with a DeprecationWarning
+    attributed to the caller; split modules keep their names."""
+    with pytest.warns(DeprecationWarning, match="moved") as rec:
+        assert alsgls.system.SUR is alsgls.SUR
+    assert rec[0].filename == __file__
+    with pytest.warns(DeprecationWarning) as rec:
+        from alsgls.als import DENSE_EIG_LIMIT
+        from alsgls.als import als_gls as old_als_gls
+    assert old_als_gls is alsgls.als_gls and DENSE_EIG_LIMIT > 0
+    assert all(w.filename == __file__ for w in rec)
+
+
+def test_fold_that_loses_a_design_column_is_named():
+    """A subset (a cross-validation fold) on which a dummy column vanishes is
+    refused with the equation and the subset named, not a deep solver error."""
+    from alsgls.core.problem import build_problem
+
+    Xs, Y = _system(N=60, K=4)
+    Xs[0] = np.column_stack([Xs[0], np.r_[1.0, 1.0, np.zeros(58)]])
+    prob = build_problem(Xs, Y)
+    with pytest.raises(ValueError, match=r"equation 0 on fold 2 column 2 is identically zero"):
+        prob.take(np.arange(10, 60), "fold 2")
+    test_fold = prob.take(np.arange(10, 60), check=False)   # evaluated on only: no check
+    assert test_fold.N == 50
+
+
+def test_weighted_shared_design_stays_one_array():
+    from alsgls.core.problem import build_problem
+
+    rng = np.random.default_rng(0)
+    X, Y = rng.standard_normal((100, 3)), rng.standard_normal((100, 50))
+    prob = build_problem(X, Y, weights=rng.uniform(0.5, 2.0, 100)).scaled()
+    assert prob.shared and prob.X.strides[0] == 0 and prob.w is None
+
+
+def test_em_gls_refuses_anderson_and_names_its_alternatives():
+    Xs, Y = _system()
+    with pytest.raises(ValueError, match="accelerate"):
+        em_gls(Xs, Y, 1, accelerate="anderson")
+    Yn = Y.copy()
+    Yn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="em_gls needs complete responses"):
+        em_gls(Xs, Yn, 1)
+    with pytest.raises(TypeError, match="accelerate"):
+        als_gls(Xs, Y, 1, accelerate=True)      # not an ALS option
+
+
+def test_impute_and_observed_nll_check_their_arguments():
+    from alsgls import impute, observed_nll_per_row
+
+    Xs, Y = _system()
+    fit = als_gls(Xs, Y, 1)
+    with pytest.raises(TypeError, match="fit must be a GLSFit"):
+        impute(None, Xs, Y)
+    with pytest.raises(ValueError, match=r"Xs\[1\] has shape"):
+        impute(fit, [Xs[0], Xs[1][:, :1]] + Xs[2:], Y)
+    with pytest.raises(ValueError, match="D must be finite and strictly positive"):
+        observed_nll_per_row(Xs, Y, fit.B, fit.F, -fit.D)
+
+
+def test_an_offset_is_not_an_exact_fit():
+    """Y + 1e7 with an intercept in every design is an ordinary system (the old
+    check compared the residual variance with mean(y^2), not the variance)."""
+    Xs, Y, _ = simulate_sur(N=200, K=5, p=2, k=1, seed=3, intercept=True)
+    base = als_gls(Xs, Y, 1)
+    shifted = als_gls(Xs, Y + 1e7, 1)
+    assert shifted.converged
+    np.testing.assert_allclose([b[1:] for b in shifted.B], [b[1:] for b in base.B],
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_glsnormal_operator_equals_the_dense_information():
+    from alsgls import GLSNormalOperator
+    from alsgls.core.problem import build_problem
+    from alsgls.stats.inference import dense_information
+
+    Xs, Y = _system(K=4)
+    Xs[2] = Xs[2][:, :1]
+    prob = build_problem(Xs, Y)
+    fit = als_gls(Xs, Y, 1)
+    A = dense_information(prob.X, prob.p, fit.cov)
+    for op in (GLSNormalOperator(prob.X, prob.p, fit.cov),
+               GLSNormalOperator(prob.X, prob.p, fit.cov, prob.gram)):
+        np.testing.assert_allclose(op @ np.eye(A.shape[0]), A, rtol=1e-10, atol=1e-12)

@@ -517,65 +517,75 @@ def pcg(
 # scipy LinearOperator views on flat (unpadded) coefficient vectors
 # --------------------------------------------------------------------------
 
-def _flat_index(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    eq = np.repeat(np.arange(len(p)), p)
-    col = np.concatenate([np.arange(q) for q in p]) if len(p) else np.zeros(0, int)
-    return eq, col
-
-
 class BlockDesignOperator(LinearOperator):
     """The stacked design ``blockdiag(X_1, ..., X_K)`` as a LinearOperator.
 
     Maps a flat coefficient vector of length ``P = sum p_j`` (equation by
     equation) to ``vec(X B)`` of length ``N K`` in column (equation) order.
+    A view for scipy's iterative solvers on the same kernels the ALS solver
+    uses (:func:`design_matvec`, :func:`design_rmatvec`, the layout of
+    :class:`CoefficientLayout`); the solver itself works on the padded layout.
 
     Parameters
     ----------
     X : ndarray, shape (K, N, pmax)
-        Zero-padded designs, as produced by validation.
+        Zero-padded designs (``Problem.X``).
     p : ndarray of int, shape (K,)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from alsgls import simulate_sur
+    >>> from alsgls.core.problem import build_problem
+    >>> Xs, Y, _ = simulate_sur(N=50, K=3, p=2, k=1, seed=0)
+    >>> prob = build_problem(Xs, Y)
+    >>> op = BlockDesignOperator(prob.X, prob.p)
+    >>> op.shape, np.allclose(op.matvec(np.ones(6)), np.concatenate([x.sum(1) for x in Xs]))
+    ((150, 6), True)
     """
 
     def __init__(self, X: np.ndarray, p: np.ndarray) -> None:
         self.X = X
-        self.p = np.asarray(p)
-        self._eq, self._col = _flat_index(self.p)
+        self.layout = CoefficientLayout(p)
+        self.p = self.layout.p
         K, N, _ = X.shape
-        super().__init__(dtype=np.float64, shape=(N * K, int(self.p.sum())))
-
-    def _unflatten(self, v: np.ndarray) -> np.ndarray:
-        theta = np.zeros((self.X.shape[0], self.X.shape[2]))
-        theta[self._eq, self._col] = v
-        return theta
+        super().__init__(dtype=np.float64, shape=(N * K, self.layout.P))
 
     def _matvec(self, v: np.ndarray) -> np.ndarray:
-        return design_matvec(self.X, self._unflatten(np.ravel(v))).ravel()
+        return design_matvec(self.X, self.layout.unflatten(np.ravel(v))).ravel()
 
     def _rmatvec(self, w: np.ndarray) -> np.ndarray:
         K, N, _ = self.X.shape
-        g = design_rmatvec(self.X, np.reshape(w, (K, N)))
-        return g[self._eq, self._col]
+        return self.layout.flatten(design_rmatvec(self.X, np.reshape(w, (K, N))))
 
 
 class GLSNormalOperator(BlockDesignOperator):
     """The GLS normal matrix ``A = X' (Sigma^-1 (x) I_N) X`` (P x P), matrix-free.
+
+    The operator of the ALS beta-step (:func:`normal_matvec`) on flat vectors.
 
     Parameters
     ----------
     X : ndarray, shape (K, N, pmax)
     p : ndarray of int, shape (K,)
     cov : LowRankCovariance
+    gram : ndarray, shape (K, pmax, pmax), optional
+        ``X_j' X_j`` with a unit diagonal on padding (``Problem.gram``);
+        formed when not given.
     """
 
-    def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance) -> None:
+    def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance,
+                 gram: np.ndarray | None = None) -> None:
         super().__init__(X, p)
         self.cov = cov
-        self.gram = X.transpose(0, 2, 1) @ X
-        P = int(self.p.sum())
-        LinearOperator.__init__(self, dtype=np.float64, shape=(P, P))
+        if gram is None:
+            gram = X.transpose(0, 2, 1) @ X
+            gram[:, np.arange(self.layout.pmax), np.arange(self.layout.pmax)] += ~self.layout.mask
+        self.gram = gram
+        LinearOperator.__init__(self, dtype=np.float64, shape=(self.layout.P, self.layout.P))
 
     def _matvec(self, v: np.ndarray) -> np.ndarray:
-        Av, _ = normal_matvec(self.X, self.cov, self._unflatten(np.ravel(v)), self.gram)
-        return Av[self._eq, self._col]
+        Av, _ = normal_matvec(self.X, self.cov, self.layout.unflatten(np.ravel(v)), self.gram)
+        return self.layout.flatten(Av)
 
     _rmatvec = _matvec  # symmetric
