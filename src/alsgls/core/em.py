@@ -19,7 +19,7 @@ import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
 from .fit_result import SolverRun
-from .ops import LOG_2PI, lawley_loadings
+from .ops import LOG_2PI, design_matvec, design_rmatvec, lawley_loadings
 from .options import SolverOptions
 from .problem import Problem
 
@@ -31,26 +31,22 @@ class _DenseProblem:
 
     def __init__(self, data: Problem) -> None:
         self.data = data
-        K, N, pm = data.X.shape
-        self.idx = np.flatnonzero(data.mask.ravel())  # real coefficients in (K*pmax)
-        XtX = np.einsum("jna,lnb->jalb", data.X, data.X).reshape(K * pm, K * pm)
-        self.XtX = XtX[np.ix_(self.idx, self.idx)]            # P x P
-        self.owner = np.repeat(np.arange(K), pm)[self.idx]    # equation of each coefficient
+        lay = self.layout = data.layout
+        XtX = np.einsum("jna,lnb->jalb", data.X, data.X)      # (K, pmax, K, pmax)
+        self.XtX = XtX[lay.eq, lay.col][:, lay.eq, lay.col]    # P x P
+        self.owner = lay.eq                                    # equation of each coefficient
 
     def theta(self, beta: np.ndarray) -> np.ndarray:
-        K, _, pm = self.data.X.shape
-        th = np.zeros(K * pm)
-        th[self.idx] = beta
-        return th.reshape(K, pm)
+        return self.layout.unflatten(beta)
 
     def residuals(self, beta: np.ndarray) -> np.ndarray:
-        return self.data.Yt - np.einsum("knp,kp->kn", self.data.X, self.theta(beta))
+        return self.data.Yt - design_matvec(self.data.X, self.theta(beta))
 
     def gls(self, Sinv: np.ndarray) -> np.ndarray:
         """Dense GLS: solve (X' (Sigma^-1 (x) I) X) beta = X' (Sigma^-1 (x) I) y."""
         A = self.XtX * Sinv[np.ix_(self.owner, self.owner)]
         W = Sinv @ self.data.Yt                              # (K, N)
-        b = np.einsum("knp,kn->kp", self.data.X, W).ravel()[self.idx]
+        b = self.layout.flatten(design_rmatvec(self.data.X, W))
         return cho_solve(cho_factor(A), b)
 
 
