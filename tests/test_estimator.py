@@ -278,3 +278,115 @@ def test_missing_outputs_auto_rank_uses_complete_rows():
     X, Y = _missing_data()
     est = ALSGLS(rank="auto", missing="ml").fit(X, Y)
     assert est.rank_ == 1 and est.rank_selection_ is not None
+
+
+# --------------------------------------------------------------- review fixes
+def test_constant_column_with_intercept_names_the_users_column(shared):
+    """Pins: a constant column with fit_intercept=True was reported as 'column 3
+    ... (scaled condition number 8.99e+307)', column 3 being the intercept the
+    estimator appends; the message names the user's column and fit_intercept."""
+    X, Y, _ = shared
+    Xc = np.column_stack([X[:, 0], np.full(X.shape[0], 2.0), X[:, 1]])
+    msg = (r"X is rank deficient: column 1 is constant \(every value 2\), collinear with "
+           r"the intercept that fit_intercept=True adds; drop that column or pass "
+           r"fit_intercept=False")
+    with pytest.raises(ValueError, match=msg):
+        ALSGLS(rank=2).fit(Xc, Y)
+    with pytest.raises(ValueError, match=r"X\[1\] is rank deficient: column 0 is constant"):
+        ALSGLS(rank=1).fit([X, np.column_stack([np.ones(400), X[:, 1]])] + [X] * 28, Y)
+    # without an intercept a constant column is an ordinary regressor
+    est = ALSGLS(rank=2, fit_intercept=False).fit(Xc, Y)
+    lr = LinearRegression().fit(X[:, :2], Y)
+    np.testing.assert_allclose(est.coef_[:, 1] * 2.0, lr.intercept_, rtol=1e-8)
+
+
+def test_columns_combining_to_a_constant_with_intercept(shared):
+    """Dummies of every level sum to one: collinear with the intercept; the
+    message names the user's columns, not the intercept the estimator appends."""
+    X, Y, _ = shared
+    d = (X[:, 2] > 0).astype(float)
+    Xd = np.column_stack([X[:, 0], d, 1.0 - d])
+    with pytest.raises(ValueError, match=r"X is rank deficient: columns \[1, 2\] combine to "
+                                         r"a constant.*fit_intercept=False"):
+        ALSGLS(rank=1).fit(Xd, Y)
+
+
+def test_hyper_parameters_are_checked_naming_them(shared):
+    X, Y, _ = shared
+    with pytest.raises(TypeError, match="max_rank must be an integer >= 0 or None"):
+        ALSGLS(max_rank="x").fit(X, Y)
+    with pytest.raises(ValueError, match="max_rank must be at least 0"):
+        ALSGLS(max_rank=-1).fit(X, Y)
+    with pytest.raises(TypeError, match="n_folds must be an integer >= 2"):
+        ALSGLS(rank="cv", n_folds="3").fit(X, Y)
+    with pytest.raises(ValueError, match="n_folds must be at least 2"):
+        ALSGLS(rank="cv", n_folds=1).fit(X, Y)
+    with pytest.raises(TypeError, match="rank must be an integer >= 0"):
+        ALSGLS(rank=1.5).fit(X, Y)
+
+
+def test_sur_form_designs_must_be_2d(shared):
+    """Pins: a list of 1-D designs fell through to scikit-learn's validation as
+    a (K, N) X: 'inconsistent numbers of samples'."""
+    X, Y, _ = shared
+    with pytest.raises(ValueError, match=r"X\[0\] has shape \(400,\): .*each design must be "
+                                         r"2-D \(N, p_j\)"):
+        ALSGLS(rank=1).fit([X[:, 0]] * 30, Y)
+    with pytest.raises(ValueError, match=r"X\[2\] has shape \(400,\)"):
+        ALSGLS(rank=1).fit([X, X, X[:, 0]] + [X] * 27, Y)
+    est = ALSGLS(rank=1).fit([X[:, :1]] * 30, Y)     # (N, 1) designs are fine
+    assert est.coef_list_[0].shape == (1,)
+
+
+def test_max_sweeps_deprecation_points_at_the_caller(shared):
+    X, Y, _ = shared
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = ALSGLS(rank=1, max_sweeps=5).fit(X, Y)
+    dep = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert dep and "max_sweeps" in str(dep[0].message)
+    assert dep[0].filename == __file__
+    assert est.n_iter_ <= 5
+
+
+@pytest.mark.parametrize("rank, expected", [(2, 1), ("onatski", 2)])
+def test_ols_is_solved_once_per_step(shared, monkeypatch, rank, expected):
+    """Pins: fit solved OLS for its exact-fit check and again in the solver
+    (and a third time in rank selection).  Now: a fixed rank only in the
+    solver; a rank method once for the check and the selection, once in the
+    solver."""
+    from alsgls.core.problem import Problem
+
+    X, Y, _ = shared
+    calls = [0]
+    original = Problem.ols
+
+    def counting(self):
+        calls[0] += 1
+        return original(self)
+
+    monkeypatch.setattr(Problem, "ols", counting)
+    ALSGLS(rank=rank).fit(X, Y)
+    assert calls[0] == expected
+
+
+def test_exact_fit_rank0_reuses_ols_and_counts_observed_rows():
+    """Outputs fitted exactly force the closed-form rank-0 fit: coefficients
+    are OLS on each output's observed rows, and the NLL per row weights each
+    output by its share of observed rows (oracle: per-output Gaussian NLL)."""
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((120, 2))
+    Y = np.column_stack([X @ [1.0, 2.0] + 3.0, rng.standard_normal((120, 3))])
+    Y[:20, 1] = np.nan
+    with pytest.warns(ExactFitWarning):
+        est = ALSGLS(missing="ml").fit(X, Y)
+    assert est.rank_ == 0 and est.n_iter_ == 0 and est.nll_history_.shape == (1,)
+    obs = ~np.isnan(Y)
+    ref = 0.0
+    for j in range(4):
+        lr = LinearRegression().fit(X[obs[:, j]], Y[obs[:, j], j])
+        np.testing.assert_allclose(est.coef_[j], lr.coef_, rtol=1e-8, atol=1e-10)
+        r = Y[obs[:, j], j] - lr.predict(X[obs[:, j]])
+        s = max(np.mean(r ** 2), est.noise_variance_[j])
+        ref += 0.5 * r.size / 120 * (np.log(2 * np.pi * s) + np.mean(r ** 2) / s)
+    assert est.nll_history_[0] == pytest.approx(ref, rel=1e-10)

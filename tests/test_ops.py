@@ -82,13 +82,13 @@ def test_pcg_solves_normal_equations(rng, cov):
     op = GLSNormalOperator(data.X, data.p, c)
     theta0 = np.zeros((5, data.pmax))
     r0 = np.zeros_like(theta0)
-    r0[op._eq, op._col] = b
+    r0[op.layout.eq, op.layout.col] = b
     Minv = block_jacobi_inverse(gram)
     theta, info = pcg(lambda v: normal_matvec(data.X, c, v, gram),
                       lambda r: apply_block(Minv, c.inverse_diagonal, r),
                       theta0, r0, 1e-24, 100)
     assert info.converged and info.iterations <= 14  # P = 11 unknowns (+ round-off)
-    np.testing.assert_allclose(theta[op._eq, op._col], np.linalg.solve(A_dense, b), rtol=1e-8)
+    np.testing.assert_allclose(theta[op.layout.eq, op.layout.col], np.linalg.solve(A_dense, b), rtol=1e-8)
     assert np.all(theta[~data.mask] == 0)  # padded coefficients never move
     # exact quadratic decrease: 1/2 b'A^-1 b from zero
     np.testing.assert_allclose(info.decrease, 0.5 * b @ np.linalg.solve(A_dense, b), rtol=1e-10)
@@ -102,5 +102,5 @@ def test_gls_gradient_matches_dense(rng, cov):
     dense = Z.T @ np.kron(np.linalg.inv(c.to_dense()), np.eye(30)) @ R.T.ravel()
     g = gls_gradient(data.X, c, R.T.copy())
     op = BlockDesignOperator(data.X, data.p)
-    np.testing.assert_allclose(g[op._eq, op._col], dense, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(g[op.layout.eq, op.layout.col], dense, rtol=1e-10, atol=1e-12)
     assert np.all(g[~data.mask] == 0)

@@ -94,3 +94,13 @@ def test_loadings_heatmap_bad_input(system):
         loadings_heatmap((np.ones((30, 1)), np.ones(30)), max_outputs=10)
     with pytest.raises(ValueError, match="order must be"):
         loadings_heatmap((np.ones((3, 1)), np.ones(3)), order="random")
+
+
+def test_labels_name_iterations_and_the_noise_edge(system):
+    """The trace may come from ALS sweeps or EM iterations: the axis says
+    'iteration'; the noise edge is (1 + sqrt(K/(N-p)))^2, as its label says."""
+    Xs, Y, _ = system
+    ax = nll_trace_plot(als_gls(Xs, Y, 3))
+    assert ax.get_xlabel() == "iteration" and "iterations" in ax.get_title()
+    ax2 = scree_plot(select_rank(Xs, Y, max_rank=6))
+    assert "noise edge (1+sqrt(K/(N-p)))^2" in [t.get_text() for t in ax2.get_legend().get_texts()]

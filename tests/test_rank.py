@@ -118,3 +118,38 @@ def test_bad_arguments(strong3):
         select_rank(Xs, Y, method="cv", max_rank=2, n_folds=1)
     with pytest.raises(ValueError, match=r"Xs\[0\] has 10 rows but Y has 300"):
         select_rank([x[:10] for x in Xs], Y)
+
+
+def test_n_parameters_is_the_covariance_kernel_within_the_ledermann_bound():
+    """Every rank selection scores (k within the Ledermann bound) counts
+    P + covariance_parameters(K, k); beyond the bound n_parameters keeps its
+    uncapped formula."""
+    from alsgls.core.ops import covariance_parameters
+
+    for K in range(1, 40):
+        for k in range(max_identifiable_rank(K) + 1):
+            assert n_parameters(7, K, k) == 7 + covariance_parameters(K, k)
+    assert n_parameters(0, 3, 2) == 3 * 2 + 3 - 1      # beyond the bound: uncapped
+
+
+def test_integer_arguments_use_the_one_check(strong3):
+    Xs, Y, _ = strong3
+    with pytest.raises(TypeError, match="max_rank must be an integer >= 0 or None"):
+        select_rank(Xs, Y, max_rank="x")
+    with pytest.raises(TypeError, match="n_folds must be an integer >= 2"):
+        select_rank(Xs, Y, method="cv", max_rank=2, n_folds=2.5)
+    assert select_rank(Xs, Y, method="onatski", max_rank=np.int64(6)).max_rank == 6
+
+
+def test_select_rank_problem_reuses_given_ols_residuals(strong3):
+    """Passing the OLS residuals skips that pass and changes nothing."""
+    from alsgls.core.problem import build_problem
+    from alsgls.learn.rank import select_rank_problem
+
+    Xs, Y, _ = strong3
+    prob = build_problem(Xs, Y, missing="raise")
+    a = select_rank_problem(prob, method="auto", max_rank=6)
+    b = select_rank_problem(prob, method="auto", max_rank=6, ols_residuals=prob.ols()[1])
+    assert a.rank == b.rank == 3
+    np.testing.assert_array_equal(a.eigenvalues, b.eigenvalues)
+    np.testing.assert_array_equal(a.scores, b.scores)

@@ -15,7 +15,6 @@ class itself is an ordinary module-level class (picklable, ``clone``-able).
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -38,11 +37,14 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from .._warnings import warn
 from ..core.dispatch import fit_problem
-from ..core.ops import LOG_2PI, LowRankCovariance, row_core_inverse
-from ..core.options import solver_options
-from ..core.problem import Problem, as_float_matrix, build_problem, check_missing
+from ..core.ops import LOG_2PI, LowRankCovariance, row_core_inverse, row_core_solve
+from ..core.options import SolverOptions, check_integer, solver_options
+from ..core.problem import (
+    COLLINEARITY_COND, Problem, as_float_matrix, build_problem, check_missing,
+)
 from .rank import (
-    RANK_METHODS, RankSelection, check_n_folds, max_identifiable_rank, select_rank_problem,
+    RANK_METHODS, SELECTION_TOL, RankSelection, check_n_folds, max_identifiable_rank,
+    select_rank_problem,
 )
 
 __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
@@ -50,8 +52,10 @@ __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
 #: Noise-variance floor, relative to ``mean(Y_j**2)``, for an output that the
 #: regressors fit exactly (rank-0 fits only; such outputs have no error term).
 EXACT_FIT_FLOOR = 1e-12
-#: How messages name a shared design (the intercept column, when added, is the
-#: last one, so column numbers in messages are the user's).
+#: How messages name a shared design.  The intercept column, when added, is the
+#: last one, so column numbers in messages are the user's; a design that is
+#: collinear with the intercept is refused by the estimator itself, naming the
+#: user's columns (:func:`_refuse_constant_columns`, :func:`_explain_intercept`).
 _SHARED_NAME = "X"
 
 
@@ -82,6 +86,7 @@ class LowRankPrecision:
 
     @property
     def K(self) -> int:
+        """Number of outputs."""
         return self.cov.K
 
     @property
@@ -110,12 +115,70 @@ class LowRankPrecision:
         return f"LowRankPrecision(K={self.cov.K}, k={self.cov.k})"
 
 
-def _is_system(X: Any) -> bool:
-    """True for the SUR form: a list/tuple of 2-D designs or a 3-D array."""
+def _is_system(X: Any, Y: Any = None) -> bool:
+    """True for the SUR form: a 3-D array, or a list/tuple of per-output designs.
+
+    A list is read as designs when its first entry is 2-D, or (given ``Y``)
+    when it has one entry per output of ``Y`` and not one per row; every entry
+    must then be 2-D ``(N, p_j)`` (``ValueError`` naming the first that is
+    not).  Otherwise a list is a scikit-learn ``X``: a list of rows.
+    """
     if isinstance(X, np.ndarray):
         return X.ndim == 3
-    return (isinstance(X, (list, tuple)) and len(X) > 0
-            and all(np.ndim(x) == 2 for x in X))
+    if not isinstance(X, (list, tuple)) or len(X) == 0:
+        return False
+    shape_y = np.shape(Y) if Y is not None else ()
+    per_output = len(shape_y) == 2 and len(X) == shape_y[1] != shape_y[0]
+    if np.ndim(X[0]) != 2 and not per_output:
+        return False
+    for j, x in enumerate(X):
+        if np.ndim(x) != 2:
+            raise ValueError(
+                f"X[{j}] has shape {np.shape(x)}: X is a list of per-output designs (SUR "
+                "form), and each design must be 2-D (N, p_j); use X[j].reshape(-1, 1) for a "
+                "single regressor, or pass one 2-D X (N, p) shared by all outputs")
+    return True
+
+
+def _refuse_constant_columns(X: np.ndarray, name: str) -> None:
+    """A constant column of ``X`` is collinear with the intercept that
+    ``fit_intercept=True`` appends: refuse it, naming the user's column."""
+    if X.shape[0] < 2:
+        return
+    const = np.flatnonzero(np.ptp(X, axis=0) == 0)
+    if const.size:
+        c = int(const[0])
+        raise ValueError(
+            f"{name} is rank deficient: column {c} is constant (every value {X[0, c]:g}), "
+            "collinear with the intercept that fit_intercept=True adds; drop that column "
+            "or pass fit_intercept=False")
+
+
+def _constant_combination(X: np.ndarray) -> np.ndarray:
+    """Columns of ``X`` that combine to a (nearly) constant vector; empty if the
+    constant is farther than ``COLLINEARITY_COND ** -0.5`` (relative) from
+    their span."""
+    ones = np.ones(X.shape[0])
+    c = np.linalg.lstsq(X, ones, rcond=None)[0]
+    if np.linalg.norm(X @ c - ones) > COLLINEARITY_COND ** -0.5 * np.sqrt(X.shape[0]):
+        return np.zeros(0, dtype=int)
+    weight = np.abs(c) * np.linalg.norm(X, axis=0)
+    return np.flatnonzero(weight > 1e-8 * weight.max())
+
+
+def _explain_intercept(designs: list, names: list, exc: ValueError) -> None:
+    """After ``build_problem`` refused designs that carry an appended intercept:
+    if some design's own columns combine to a constant (dummies of every
+    level, say), raise a ``ValueError`` naming those columns instead of the
+    intercept.  Runs on the failure path only; reads no message text."""
+    for x, name in zip(designs, names):
+        cols = _constant_combination(x[:, :-1])
+        if cols.size:
+            raise ValueError(
+                f"{name} is rank deficient: columns {cols.tolist()} combine to a constant, "
+                "collinear with the intercept that fit_intercept=True adds (dummies of "
+                "every level, for instance); drop one of them or pass fit_intercept=False"
+            ) from exc
 
 
 class ALSGLS(RegressorMixin, BaseEstimator):
@@ -133,18 +196,25 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         identifiable rank (Ledermann bound ``(K - k)^2 >= K + k`` and
         ``N > k + p``).
     fit_intercept : bool, default True
-        Add an intercept to every output (do not include a constant column).
+        Append an intercept column to every design.  A column of ``X`` that is
+        constant, or columns that combine to a constant, are then collinear
+        with it and refused (``ValueError`` naming them).
     max_rank : int, optional
-        Largest rank a selection method considers (default ``min(12, max)``).
+        Largest rank a selection method considers: default
+        ``min(12, largest identifiable rank)``; a larger value is capped at
+        the largest identifiable rank.
     n_folds : int, default 5
-        Folds for ``rank="cv"``.
+        Folds for ``rank="cv"`` (at least 2).
     tol : float, default 1e-10
-        Relative NLL tolerance of the final fit (:func:`alsgls.als_gls`).
+        Tolerance of the final fit: on the NLL gap per row and equation for
+        the ALS solver (:func:`alsgls.als_gls`), relative to the NLL for the
+        missing-data solver (:func:`alsgls.fit_missing`).  The candidate fits
+        of a rank method use ``1e-6``.
     max_iter : int, optional
-        Sweep limit of the final fit (default 200; iterations of the
-        missing-data solver, default 1000, with ``missing="ml"``).
-    max_sweeps : int, optional
-        Deprecated spelling of ``max_iter``.
+        Iteration limit of the final fit: ALS sweeps (default 200), or
+        iterations of the missing-data solver (default 1000) when ``Y`` has
+        missing outputs and ``missing="ml"``.  The candidate fits of a rank
+        method use these defaults.
     random_state : int, default 0
         Seed of the eigen-solvers and of the CV split.
     missing : {"raise", "ml", "drop"}, default "raise"
@@ -154,6 +224,9 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         (:func:`alsgls.fit_missing`; a rank *method* is then chosen on
         the rows with every output observed); ``"drop"`` drops rows with any
         NaN.  ``X`` must be complete.
+    max_sweeps : int, optional
+        Deprecated spelling of ``max_iter`` (a ``DeprecationWarning`` at
+        ``fit``; passing both is a ``TypeError``).
 
     Attributes
     ----------
@@ -170,11 +243,17 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     rank_ : int
         Number of factors used.
     rank_selection_ : RankSelection or None
-        The selection record when ``rank`` is a method.
+        The selection record when ``rank`` is a method (None when no rank
+        above 0 is identifiable, or when an output is fitted exactly and
+        rank 0 is used, see :class:`ExactFitWarning`); None for an integer.
     n_iter_ : int
-        ALS sweeps of the final fit.
-    nll_history_ : ndarray
-        NLL per row after each sweep (never increases).
+        Iterations of the final fit: ALS sweeps, or iterations of the
+        missing-data solver when ``Y`` has missing outputs and
+        ``missing="ml"``; 0 for the closed-form rank-0 fit used when the
+        regressors fit some output exactly.
+    nll_history_ : ndarray, shape (n_iter_ + 1,)
+        NLL per row at the start and after each iteration (the observed-data
+        NLL with missing outputs); never increases.
     converged_ : bool
         Whether the final fit met ``tol``.
     n_outputs_ : int
@@ -196,9 +275,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
 
     Examples
     --------
-    >>> import numpy as np
-    >>> from alsgls import simulate_gls
-    >>> from alsgls import ALSGLS
+    >>> from alsgls import ALSGLS, simulate_gls
     >>> Xs, Y, _ = simulate_gls(N=300, K=30, p=3, k=2, seed=0)
     >>> est = ALSGLS().fit(Xs[0], Y)
     >>> est.rank_, est.coef_.shape
@@ -229,7 +306,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self.max_sweeps = max_sweeps
 
     # ------------------------------------------------------------------ tags
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
+        """Multi-output only; ``Y`` required (scikit-learn >= 1.6)."""
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
         tags.target_tags.single_output = False
@@ -257,26 +335,35 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         """
         options = self._check_params()
         problem = self._problem(X, Y)
-        s, exact = problem.exact_fits(problem.ols()[1])
-        k, selection = self._resolve_rank(problem, options, exact)
-        if exact.size and k == 0:
-            self._store(*self._rank0(problem, s), 0, selection)
-            return self
+        k, selection = self._check_rank(problem), None
+        if k == 0:
+            # rank 0 or a rank method: one OLS, for the exact-fit check, the
+            # selection and a closed-form rank-0 fit.  (A fixed rank k > 0 goes
+            # straight to the solver, whose OLS refuses outputs fitted exactly.)
+            theta, Rt = problem.ols()
+            s, exact = problem.exact_fits(Rt)
+            if isinstance(self.rank, str):
+                k, selection = self._select(problem, options, exact, Rt)
+            if exact.size and k == 0:
+                self._store(*self._rank0(problem, theta, s), 0, selection)
+                return self
         fit, _ = fit_problem(problem, k, options, missing_fit=False)
         self._store([b[:, 0] for b in fit.B], fit.F, fit.D, fit.nll_trace, fit.n_iter,
                     fit.converged, k, selection)
         return self
 
-    def _check_params(self):
+    def _check_params(self) -> SolverOptions:
         """Validate the hyper-parameters; return the solver options."""
         check_missing(self.missing)
-        r = self.rank
-        ok_int = isinstance(r, numbers.Integral) and not isinstance(r, bool) and r >= 0
-        if not ok_int and not (isinstance(r, str) and r in RANK_METHODS):
-            raise ValueError(
-                f"rank must be a non-negative integer or one of {RANK_METHODS}, got {r!r}")
+        if isinstance(self.rank, str):
+            if self.rank not in RANK_METHODS:
+                raise ValueError(f"rank must be a non-negative integer or one of "
+                                 f"{RANK_METHODS}, got {self.rank!r}")
+        else:
+            check_integer("rank", self.rank, minimum=0)
         if not isinstance(self.fit_intercept, (bool, np.bool_)):
             raise TypeError(f"fit_intercept must be True or False, got {self.fit_intercept!r}")
+        check_integer("max_rank", self.max_rank, minimum=0, allow_none=True)
         check_n_folds(self.n_folds)
         kw = {"tol": self.tol, "max_iter": self.max_iter, "random_state": self.random_state}
         if self.max_sweeps is not None:     # the deprecated spelling
@@ -285,56 +372,80 @@ class ALSGLS(RegressorMixin, BaseEstimator):
 
     def _problem(self, X: Any, Y: Any) -> Problem:
         """Validate ``(X, Y)`` once: the one problem every later step uses."""
-        if _is_system(X):
-            if Y is None:
-                raise ValueError("ALSGLS requires Y to be passed, but the target Y is None")
-            if np.ndim(Y) == 1:
-                raise ValueError("Y must be 2-D (N, K), one column per equation; got a 1-D array")
-            self._shared = False
-            if hasattr(self, "n_features_in_"):
-                del self.n_features_in_
-            Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
-            Xs = [self._with_intercept(as_float_matrix(x, f"X[{j}]", 2))
-                  for j, x in enumerate(X)]
+        if _is_system(X, Y):
+            Xs, Ya = self._system_data(X, Y)
             names = [f"X[{j}]" for j in range(len(Xs))]
         else:
-            self._shared = True
-            nan_ok = self.missing != "raise" and Y is not None and np.ndim(Y) == 2
-            Ya = as_float_matrix(Y, "Y", 2, allow_nan=True) if nan_ok else None
-            X, Yv = _validate_data(self, X, np.nan_to_num(Ya) if nan_ok else Y,
-                                   multi_output=True, y_numeric=True, dtype=np.float64)
-            if np.ndim(Yv) == 1:
-                raise ValueError(
-                    "Y is 1-D (a single output). ALSGLS models the covariance between "
-                    "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
-                    "least squares (rank 0), or use sklearn.linear_model.LinearRegression")
-            Ya = Ya if nan_ok else np.asarray(Yv, dtype=np.float64)
-            Xs = self._with_intercept(X)
-            if Xs.shape[0] <= Xs.shape[1]:
-                raise ValueError(
-                    f"n_samples={Xs.shape[0]} is too few for {Xs.shape[1]} regression "
-                    f"coefficients per output (including the intercept): need "
-                    f"n_samples > {Xs.shape[1]}")
+            Xs, Ya = self._shared_data(X, Y)
             names = [_SHARED_NAME] * Ya.shape[1]
-        return build_problem(Xs, Ya, missing=self.missing, design_names=names)
+        try:
+            return build_problem(Xs, Ya, missing=self.missing, design_names=names)
+        except ValueError as exc:
+            if self.fit_intercept:
+                _explain_intercept([Xs] if self._shared else Xs, names, exc)
+            raise
 
-    def _with_intercept(self, X: np.ndarray) -> np.ndarray:
-        """The design with an intercept column appended last (if asked)."""
+    def _system_data(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
+        """SUR form: the designs (intercept appended) and ``Y``."""
+        if Y is None:
+            raise ValueError("ALSGLS requires Y to be passed, but the target Y is None")
+        if np.ndim(Y) == 1:
+            raise ValueError("Y must be 2-D (N, K), one column per equation; got a 1-D array")
+        self._shared = False
+        if hasattr(self, "n_features_in_"):
+            del self.n_features_in_
+        Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
+        return [self._with_intercept(as_float_matrix(x, f"X[{j}]", 2), f"X[{j}]")
+                for j, x in enumerate(X)], Ya
+
+    def _shared_data(self, X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One design shared by every output (scikit-learn's validation): the
+        design (intercept appended) and ``Y``."""
+        self._shared = True
+        nan_ok = self.missing != "raise" and Y is not None and np.ndim(Y) == 2
+        Ya = as_float_matrix(Y, "Y", 2, allow_nan=True) if nan_ok else None
+        X, Yv = _validate_data(self, X, np.nan_to_num(Ya) if nan_ok else Y,
+                               multi_output=True, y_numeric=True, dtype=np.float64)
+        if np.ndim(Yv) == 1:
+            raise ValueError(
+                "Y is 1-D (a single output). ALSGLS models the covariance between "
+                "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
+                "least squares (rank 0), or use sklearn.linear_model.LinearRegression")
+        p = X.shape[1] + bool(self.fit_intercept)
+        if X.shape[0] <= p:
+            raise ValueError(
+                f"n_samples={X.shape[0]} is too few for {p} regression coefficients per "
+                f"output (including the intercept): need n_samples > {p}")
+        Ya = Ya if nan_ok else np.asarray(Yv, dtype=np.float64)
+        return self._with_intercept(X, _SHARED_NAME), Ya
+
+    def _with_intercept(self, X: np.ndarray, name: str) -> np.ndarray:
+        """The design with an intercept column appended last (if asked); a
+        constant column of ``X`` is then refused (:func:`_refuse_constant_columns`)."""
         if not self.fit_intercept:
             return X
+        _refuse_constant_columns(X, name)
         return np.hstack([X, np.ones((X.shape[0], 1))])
 
-    def _resolve_rank(self, problem: Problem, options: Any,
-                      exact: np.ndarray) -> tuple[int, RankSelection | None]:
+    def _check_rank(self, problem: Problem) -> int:
+        """A fixed rank checked against the problem (0 for a rank method)."""
+        if isinstance(self.rank, str):
+            return 0
         N, K, pmax = problem.N, problem.K, problem.pmax
         kmax = max_identifiable_rank(K, N, pmax)
-        if not isinstance(self.rank, str):
-            if self.rank > kmax:
-                raise ValueError(
-                    f"rank={self.rank} exceeds the largest identifiable rank {kmax} for "
-                    f"K={K} outputs, N={N} rows and {pmax} coefficients per output "
-                    "(need (K-k)^2 >= K+k and N > k + p)")
-            return int(self.rank), None
+        if self.rank > kmax:
+            raise ValueError(
+                f"rank={self.rank} exceeds the largest identifiable rank {kmax} for "
+                f"K={K} outputs, N={N} rows and {pmax} coefficients per output "
+                "(need (K-k)^2 >= K+k and N > k + p)")
+        return int(self.rank)
+
+    def _select(self, problem: Problem, options: SolverOptions, exact: np.ndarray,
+                Rt: np.ndarray) -> tuple[int, RankSelection | None]:
+        """Run the rank method; ``exact`` are the outputs the regressors fit
+        exactly and ``Rt`` the OLS residuals of ``problem`` (reused)."""
+        N, K, pmax = problem.N, problem.K, problem.pmax
+        kmax = max_identifiable_rank(K, N, pmax)
         sub = problem
         if not problem.complete:   # a rank *method* runs on the complete rows
             rows = np.flatnonzero(problem.O.all(axis=0))
@@ -343,7 +454,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
                     f"rank={self.rank!r} with missing outputs selects the rank on the "
                     f"{rows.size} rows with every output observed, too few for {pmax} "
                     "coefficients per output; pass an integer rank")
-            sub = problem.take(rows)
+            sub = problem.take(rows, "the rows with every output observed")
             kmax = max_identifiable_rank(K, sub.N, pmax)
         if kmax == 0 or exact.size:
             if exact.size:
@@ -354,21 +465,28 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         max_rank = self.max_rank if self.max_rank is None else min(self.max_rank, kmax)
         sel = select_rank_problem(sub, method=self.rank, max_rank=max_rank,
                                   n_folds=self.n_folds,
-                                  options=options.replace(tol=1e-6, max_iter=None))
+                                  options=options.replace(tol=SELECTION_TOL, max_iter=None),
+                                  ols_residuals=Rt if sub is problem else None)
         return sel.rank, sel
 
-    def _rank0(self, problem: Problem, s: np.ndarray) -> tuple:
-        """k = 0 with outputs fitted exactly: Sigma diagonal, so GLS = OLS, with the
-        noise variances floored relative to each output's mean square."""
-        theta, _ = problem.ols()
+    @staticmethod
+    def _rank0(problem: Problem, theta: np.ndarray, s: np.ndarray) -> tuple:
+        """k = 0 with outputs fitted exactly: Sigma is diagonal, so GLS = the OLS
+        ``theta``, and ``D`` the OLS residual variances ``s`` floored relative to
+        each output's mean square.  The NLL per row counts each output's
+        observed rows."""
         Om = problem.observation_weights
-        msq = np.einsum("kn,kn,kn->k", Om, problem.Yt, problem.Yt) / Om.sum(axis=1)
+        n = Om.sum(axis=1)
+        msq = np.einsum("kn,kn,kn->k", Om, problem.Yt, problem.Yt) / n
         D = np.maximum(s, np.maximum(EXACT_FIT_FLOOR * msq, np.finfo(float).tiny))
-        nll = 0.5 * (problem.K * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D))
+        nll = 0.5 * float(np.sum(n / problem.N * (LOG_2PI + np.log(D) + s / D)))
         B = [b[:, 0] for b in problem.layout.unpad(theta)]
         return B, np.zeros((problem.K, 0)), D, np.array([nll]), 0, True
 
-    def _store(self, B, F, D, trace, n_iter, converged, k, selection) -> None:
+    def _store(self, B: list, F: np.ndarray, D: np.ndarray, trace: np.ndarray, n_iter: int,
+               converged: bool, k: int, selection: RankSelection | None) -> None:
+        """Set the fitted attributes (``B``: per-equation coefficients, the
+        intercept last when ``fit_intercept``)."""
         K = len(B)
         if self.fit_intercept:
             self.intercept_ = np.array([b[-1] for b in B])
@@ -391,6 +509,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
 
     # --------------------------------------------------------------- predict
     def _mean(self, X: Any) -> np.ndarray:
+        """``X B`` (+ intercept) for designs in the form used in ``fit`` (N, K)."""
         check_is_fitted(self)
         if self._shared:
             if _is_system(X):
@@ -439,8 +558,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
             E[y_U | y_O] = mu_U + F_U m,   m = C_O^-1 F_O' D_O^-1 r_O,
             C_O = I + F_O' D_O^-1 F_O
 
-        (``m`` is the posterior mean of the latent factors).  Cost: O(K k) per
-        row plus O(K k^2 + k^3) per distinct missingness pattern; no K x K
+        (``m`` is the posterior mean of the latent factors).  Cost: O(K k + k^2)
+        per row plus O(K k^2 + k^3) per distinct missingness pattern; no K x K
         matrix is formed.
         """
         mean = self._mean(X)
@@ -449,6 +568,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         return self._conditional(mean, Y_partial)
 
     def _conditional(self, mean: np.ndarray, Y_partial: Any) -> np.ndarray:
+        """Observed entries of ``Y_partial``, conditional means elsewhere (see
+        :meth:`predict`)."""
         Yp = np.asarray(Y_partial.to_numpy() if hasattr(Y_partial, "to_numpy") else Y_partial,
                         dtype=np.float64)
         if Yp.ndim != 2 or Yp.shape != mean.shape:
@@ -465,8 +586,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
             return np.where(obs, Yp, mean)
         b = np.where(obs, Yp - mean, 0.0) @ (F / D[:, None])     # F_O' D_O^-1 r_O
         patterns, inv = np.unique(obs, axis=0, return_inverse=True)
-        Linv = row_core_inverse(F, D, patterns.T.astype(np.float64))[np.ravel(inv)]
-        m = np.einsum("nji,nj->ni", Linv, np.einsum("nij,nj->ni", Linv, b))   # C_O^-1 b
+        Linv = row_core_inverse(F, D, patterns.T.astype(np.float64))
+        m = row_core_solve(Linv[np.ravel(inv)], b)                # C_O^-1 b
         return np.where(obs, Yp, mean + m @ F.T)
 
     # ------------------------------------------------------- likelihood etc.

@@ -1,7 +1,7 @@
 """Diagnostic plots: scree plot, NLL trace, loadings heat map.
 
-matplotlib is an optional dependency, imported only when a function is
-called.  Every function draws on ``ax`` (a new figure's axes when omitted) and
+matplotlib is an optional dependency, imported only when a plot is drawn.
+Every plotting function draws on ``ax`` (a new figure's axes when omitted) and
 returns the ``Axes``.
 """
 
@@ -20,7 +20,8 @@ __all__ = ["scree_plot", "nll_trace_plot", "loadings_heatmap"]
 MAX_HEATMAP_OUTPUTS = 500
 
 
-def _axes(ax: Any):
+def _axes(ax: Any) -> Any:
+    """``ax``, or the axes of a new figure; ImportError without matplotlib."""
     try:
         import matplotlib.pyplot as plt
     except ImportError as exc:  # pragma: no cover - exercised only without matplotlib
@@ -33,6 +34,7 @@ def _axes(ax: Any):
 
 
 def _selection(obj: Any) -> RankSelection:
+    """The selection record of ``obj`` (a RankSelection or a fitted ALSGLS)."""
     if isinstance(obj, RankSelection):
         return obj
     sel = getattr(obj, "rank_selection_", None)
@@ -73,7 +75,7 @@ def scree_plot(selection: Any, *, ax: Any = None, log: bool = False) -> Any:
     ax.plot(idx, lam, "o-", color="C0", mfc="white", label="eigenvalues", zorder=2)
     if r > 0:
         ax.plot(idx[:r], lam[:r], "o", color="C0", label=f"selected (k = {r})", zorder=3)
-    ax.axhline(sel.noise_edge, color="C3", ls="--", label="noise edge (1+sqrt(K/N))^2")
+    ax.axhline(sel.noise_edge, color="C3", ls="--", label="noise edge (1+sqrt(K/(N-p)))^2")
     ax.axvline(r + 0.5, color="k", ls=":", label=f"rank {r} ({sel.method})")
     if log:
         ax.set_yscale("log")
@@ -85,6 +87,7 @@ def scree_plot(selection: Any, *, ax: Any = None, log: bool = False) -> Any:
 
 
 def _trace(obj: Any) -> np.ndarray:
+    """The NLL trace of ``obj`` (a GLSFit, a fitted ALSGLS or a 1-D array)."""
     if isinstance(obj, GLSFit):
         return np.asarray(obj.nll_trace)
     if hasattr(obj, "nll_history_"):
@@ -102,12 +105,14 @@ def _trace(obj: Any) -> np.ndarray:
 
 
 def nll_trace_plot(fit: Any, *, ax: Any = None, gap: bool = True) -> Any:
-    """NLL per row against sweep.
+    """NLL per row against iteration (ALS sweeps, EM cycles or iterations of
+    the missing-data solver, whichever made the trace).
 
     Parameters
     ----------
     fit : GLSFit, fitted ALSGLS, or 1-D array
-        Source of the trace (``nll_trace`` / ``nll_history_``).
+        Source of the trace (``nll_trace`` / ``nll_history_``): the NLL at
+        the start and after each iteration.
     ax : matplotlib Axes, optional
     gap : bool, default True
         Plot ``NLL_t - NLL_final`` on a log axis (shows the convergence rate;
@@ -119,21 +124,22 @@ def nll_trace_plot(fit: Any, *, ax: Any = None, gap: bool = True) -> Any:
     """
     tr = _trace(fit)
     ax = _axes(ax)
-    sweeps = np.arange(tr.size)
+    it = np.arange(tr.size)
     if gap and tr.size > 1:
         d = tr[:-1] - tr[-1]
         keep = d > 0
-        ax.semilogy(sweeps[:-1][keep], d[keep], "o-", label="NLL - final")
+        ax.semilogy(it[:-1][keep], d[keep], "o-", label="NLL - final")
         ax.set_ylabel("NLL per row - final value")
     else:
-        ax.plot(sweeps, tr, "o-", label="NLL")
+        ax.plot(it, tr, "o-", label="NLL")
         ax.set_ylabel("NLL per row")
-    ax.set_xlabel("sweep")
-    ax.set_title(f"NLL trace ({tr.size - 1} sweeps)")
+    ax.set_xlabel("iteration")
+    ax.set_title(f"NLL trace ({tr.size - 1} iterations)")
     return ax
 
 
 def _loadings(obj: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(F, D)`` of ``obj`` (a GLSFit, a fitted ALSGLS or a tuple)."""
     if isinstance(obj, GLSFit):
         return obj.F, obj.D
     if hasattr(obj, "loadings_"):
@@ -172,7 +178,7 @@ def loadings_heatmap(
     max_outputs: int = MAX_HEATMAP_OUTPUTS,
     cmap: str = "RdBu_r",
 ) -> Any:
-    """Heat map of the loadings, outputs (rows) in clustered order.
+    """Heat map of the loadings, outputs (rows) in clustered order by default.
 
     Parameters
     ----------

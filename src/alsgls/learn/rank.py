@@ -4,11 +4,12 @@ Methods (DESIGN.md section 5):
 
 * ``"onatski"`` -- Onatski's (2010) edge-distribution (ED) estimator on the
   top eigenvalues of the correlation matrix of the OLS residuals.  The
-  eigenvalues come from a truncated SVD of the standardised residuals
-  (N x K): no K x K matrix is formed and no full eigendecomposition is done.
-  Costs one OLS pass, no likelihood fit.
+  eigenvalues come from the standardised residuals W (N x K): a dense
+  eigensolve of the Gram matrix of W's short side when ``min(N, K)`` is at
+  most ``DENSE_SVD_LIMIT``, else a truncated (ARPACK) SVD of W; no K x K
+  matrix is formed at scale.  Costs one OLS pass, no likelihood fit.
 * ``"bic"``, ``"aic"`` -- information criteria of the exact ML fits with the
-  parameter count ``P + K k + K - k(k-1)/2``.
+  parameter count ``P + K k + K - k(k-1)/2`` (:func:`n_parameters`).
 * ``"cv"`` -- ``n_folds``-fold cross-validated held-out NLL per row.
 * ``"auto"`` -- a whitened edge test: count the eigenvalues of the
   ``D``-whitened residual covariance above the Marchenko-Pastur edge plus
@@ -28,7 +29,6 @@ is unreliable.
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -37,7 +37,7 @@ import numpy as np
 from .._threads import blas_threads
 from ..core.dispatch import fit_problem
 from ..core.ops import design_matvec
-from ..core.options import SolverOptions, solver_options
+from ..core.options import SolverOptions, check_integer, solver_options
 from ..core.problem import Problem, build_problem
 
 __all__ = ["RankSelection", "select_rank", "select_rank_problem", "max_identifiable_rank",
@@ -88,7 +88,10 @@ class RankSelection:
     requested : str
         The method asked for.
     candidates : ndarray of int, shape (m,)
-        The ranks scored.  For ``"onatski"``: ``1 .. max_rank``.
+        The ranks scored: ``0, 1, ...`` for the likelihood methods (a
+        sequential search, see :func:`select_rank`), ``1 .. max_rank`` for
+        ``"onatski"``; for ``"auto"``, the positions ``1 .. m`` of the
+        whitened eigenvalues in ``scores``.
     scores : ndarray, shape (m,)
         For ``"bic"``/``"aic"``: the criterion (lower is better); for ``"cv"``:
         held-out NLL per row (lower is better); for ``"onatski"``: the
@@ -114,6 +117,10 @@ class RankSelection:
         most ``AUTO_MAX_FITS`` for ``"auto"``).
     N, K : int
         Rows and equations of the data.
+    details : dict
+        Method-specific extras; for ``"auto"``: ``"ranks_visited"`` (the
+        count at the start and after each fit) and ``"whitened_eigenvalues"``
+        (each fit's D-whitened spectrum).
     """
 
     rank: int
@@ -174,7 +181,24 @@ def max_identifiable_rank(K: int, N: int | None = None, p: int = 0) -> int:
 # --------------------------------------------------------------------------
 
 def _top_eigenvalues(W: np.ndarray, m: int, seed: int) -> np.ndarray:
-    """Largest ``m`` eigenvalues of ``W' W`` from a truncated SVD of ``W``."""
+    """Largest ``m`` eigenvalues of ``W' W``: a dense eigensolve of the short
+    side's Gram when ``min(W.shape) <= max(DENSE_SVD_LIMIT, 3 m)``, else an
+    ARPACK truncated SVD of ``W``.
+
+    Not :func:`alsgls.core.ops.top_eigenpairs`: that block subspace iteration
+    serves the ALS factor step, which wants k factor eigenvalues well
+    separated from the rest.  Rank selection needs ``max_rank + ED_TAIL``
+    eigenvalues reaching into the Marchenko-Pastur bulk, where neighbours are
+    nearly equal and subspace iteration converges at a rate near 1.  Measured
+    on the settings of ``tests/test_rank.py`` and
+    ``benchmarks/rank_selection.py`` (N in {200, 1000}, K in {100, 1000},
+    strengths 8, 4, 2, 1, two seeds, 13 eigenvalues, ``rtol=1e-10``): with
+    the solvers' ``eig_maxiter=100`` it stopped unconverged, relative errors
+    up to 5e-8 (N=200, K=1000) and 1.5e-5 (N=K=1000); allowed 1000
+    iterations it matched this function to 1e-14 and chose the same ranks,
+    but took 90-440 iterations and 20 to 100 times as long (about 1 s
+    against 45 ms at N=K=1000).
+    """
     n = min(W.shape)
     m = min(m, n)
     if n <= max(DENSE_SVD_LIMIT, 3 * m):
@@ -265,7 +289,15 @@ def _auto(data: Problem, lam: np.ndarray, kmax: int,
 # --------------------------------------------------------------------------
 
 def n_parameters(P: int, K: int, k: int) -> int:
-    """Free parameters of the model: ``P + K k + K - k(k-1)/2``."""
+    """Free parameters of the model: ``P + K k + K - k(k-1)/2``.
+
+    Within the Ledermann bound ``(K - k)^2 >= K + k`` -- every rank that
+    :func:`select_rank` scores -- this equals ``P + covariance_parameters(K, k)``
+    (:func:`alsgls.core.ops.covariance_parameters`; a test checks it).  Beyond
+    the bound that kernel caps the covariance count at ``K(K+1)/2`` while this
+    formula stays uncapped, as it always has, so it is not written with the
+    kernel.
+    """
     return int(P + K * k + K - k * (k - 1) // 2)
 
 
@@ -311,7 +343,10 @@ def _cross_validation(data: Problem, kmax: int, n_folds: int,
     if n_folds > N:
         raise ValueError(f"n_folds must be between 2 and N={N}, got {n_folds}")
     folds = np.array_split(np.random.default_rng(options.random_state).permutation(N), n_folds)
-    splits = [(data.take(np.setdiff1d(np.arange(N), test)), data.take(test)) for test in folds]
+    # a training fold is fitted on, so its Gram matrices are checked; a test
+    # fold is only evaluated on
+    splits = [(data.take(np.setdiff1d(np.arange(N), test), f"the training rows of CV fold {i}"),
+               data.take(test, check=False)) for i, test in enumerate(folds)]
 
     def score(k: int) -> float:
         total = 0.0
@@ -335,26 +370,23 @@ def _check_method(method: Any) -> str:
 
 
 def check_n_folds(n_folds: Any) -> int:
-    """``n_folds`` must be an integer of at least 2."""
-    if isinstance(n_folds, bool) or not isinstance(n_folds, numbers.Integral):
-        raise TypeError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    if n_folds < 2:
-        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds!r}")
-    return int(n_folds)
+    """``n_folds`` as an int of at least 2 (``TypeError``/``ValueError`` naming it)."""
+    return check_integer("n_folds", n_folds, minimum=2)
 
 
 def _resolve_max_rank(max_rank: Any, K: int, N: int, pmax: int) -> int:
+    """``max_rank`` checked (an integer >= 0 or None) and resolved: the default
+    ``min(DEFAULT_MAX_RANK, identifiable maximum)``, else refused above it."""
+    max_rank = check_integer("max_rank", max_rank, minimum=0, allow_none=True)
     ident = max_identifiable_rank(K, N, pmax)
     if max_rank is None:
         return min(DEFAULT_MAX_RANK, ident)
-    if isinstance(max_rank, bool) or not isinstance(max_rank, (int, np.integer)) or max_rank < 0:
-        raise ValueError(f"max_rank must be a non-negative integer or None, got {max_rank!r}")
     if max_rank > ident:
         raise ValueError(
             f"max_rank={max_rank} exceeds the largest identifiable rank {ident} for "
             f"K={K} equations and N={N} rows ((K-k)^2 >= K+k and N > k + max p_j)"
         )
-    return int(max_rank)
+    return max_rank
 
 
 def select_rank(
@@ -383,11 +415,12 @@ def select_rank(
         choice).  ``"auto"``: the whitened edge test (module docstring; at
         most 3 fits) when ``min(N - p, K) >= ED_MIN_SPECTRUM``, else ``"bic"``.
     max_rank : int, optional
-        Largest rank considered; default ``min(12, identifiable maximum)``.
+        Largest rank considered; default ``min(12, identifiable maximum)``;
+        a larger value than the identifiable maximum is a ``ValueError``.
     n_folds : int, default 5
-        Folds for ``"cv"``.
+        Folds for ``"cv"`` (at least 2, at most N).
     tol : float, default 1e-6
-        Relative tolerance of each candidate fit.
+        Tolerance of each candidate fit (the ``tol`` of :func:`alsgls.als_gls`).
     random_state : int, default 0
         Seed of the CV split and of the iterative eigen-solvers.
 
@@ -401,8 +434,9 @@ def select_rank(
     Likelihood searches score ``k = 0, 1, ...`` and stop after ``PATIENCE``
     consecutive ranks that do not improve the best score, so they cost
     ``k_hat + 1 + PATIENCE`` fits (``n_folds`` times that for CV).
-    Candidate fits mute ``HeywoodWarning`` and ``ConvergenceWarning``:
-    superfluous factors routinely produce both, and the scores still compare.
+    Candidate fits do not emit ``HeywoodWarning``, ``ConvergenceWarning`` or
+    identification warnings: superfluous factors routinely produce them, and
+    the scores still compare.
 
     No method detects a factor whose whitened signal eigenvalue is below
     ``sqrt(K/N)`` (see the module docstring).
@@ -420,13 +454,14 @@ def select_rank(
 
 
 def select_rank_problem(data: Problem, *, method: str = "auto", max_rank: int | None = None,
-                        n_folds: int = 5, options: SolverOptions | None = None
-                        ) -> RankSelection:
+                        n_folds: int = 5, options: SolverOptions | None = None,
+                        ols_residuals: np.ndarray | None = None) -> RankSelection:
     """:func:`select_rank` on a validated, complete problem (no re-validation).
 
     ``options`` are those of the candidate fits (default: ``tol =
     SELECTION_TOL``); BLAS runs with one thread (many mid-sized GEMVs, see
-    :mod:`alsgls._threads`).
+    :mod:`alsgls._threads`).  ``ols_residuals`` (K, N), the residuals of
+    ``data.ols()`` when the caller has them, save that OLS pass.
     """
     method = _check_method(method)
     n_folds = check_n_folds(n_folds)
@@ -435,15 +470,16 @@ def select_rank_problem(data: Problem, *, method: str = "auto", max_rank: int | 
     if not data.complete or data.w is not None:
         raise ValueError("rank selection needs complete, unweighted responses")
     with blas_threads(1):
-        return _select(data, method, max_rank, n_folds, options)
+        Rt = data.ols()[1] if ols_residuals is None else ols_residuals
+        return _select(data, method, max_rank, n_folds, options, Rt)
 
 
 def _select(data: Problem, method: str, max_rank: int | None, n_folds: int,
-            options: SolverOptions) -> RankSelection:
-    """The body of :func:`select_rank_problem` (arguments checked)."""
+            options: SolverOptions, Rt: np.ndarray) -> RankSelection:
+    """The body of :func:`select_rank_problem` (arguments checked; ``Rt`` the
+    OLS residuals)."""
     N, K, pmax = data.N, data.K, int(data.p.max())
     kmax = _resolve_max_rank(max_rank, K, N, pmax)
-    _, Rt = data.ols()
     n_spec = min(N - pmax, K)
     m = min(kmax + ED_TAIL, n_spec)
     lam = _residual_spectrum(Rt, m, options.random_state) if kmax > 0 else np.zeros(0)
