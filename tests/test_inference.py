@@ -116,3 +116,73 @@ def test_from_problem_equals_constructor():
     full = GLSCovariance.from_problem(SimpleNamespace(X=X, p=p, O=None, w=None), cov, R)
     assert full.obs is None and full.row_core_inverse is None
     np.testing.assert_array_equal(full.diagonal_blocks, GLSCovariance(X, p, cov, R).diagonal_blocks)
+
+
+def test_robust_estimator_holds_the_sandwich(k50):
+    # the sandwich lives in the Robust estimator; GLSCovariance's public names
+    # delegate to the one instance it shares between results
+    from alsgls.stats.covariance import COV_ESTIMATORS, Robust
+
+    res, _, _ = k50
+    d = res.model.data
+    gls = GLSCovariance(d.X, d.p, res.sigma, res._Rt)
+    rob = gls.estimator("hc0")
+    assert isinstance(rob, Robust) and rob is gls.estimator("robust")
+    fresh = COV_ESTIMATORS["robust"](gls)
+    np.testing.assert_array_equal(fresh.diagonal_blocks, gls.robust_diagonal_blocks)
+    np.testing.assert_array_equal(fresh.scores, gls.scores)
+    L = np.random.default_rng(0).standard_normal((d.K, d.pmax, 3)) * d.mask[:, :, None]
+    np.testing.assert_array_equal(fresh.contrast_cov(L), gls.contrast_cov(L, robust=True))
+    np.testing.assert_array_equal(gls.estimator("unadjusted").contrast_cov(L),
+                                  gls.contrast_cov(L))
+    with pytest.raises(ValueError, match="residuals are required"):
+        _ = GLSCovariance(d.X, d.p, res.sigma).robust_diagonal_blocks
+
+
+def test_a_new_estimator_needs_only_a_registered_class(k50, monkeypatch):
+    from alsgls.stats import covariance
+
+    class Doubled(covariance.ModelBased):
+        """A stand-in estimator: twice the model-based covariance."""
+
+        name = "doubled"
+
+        @property
+        def diagonal_blocks(self):
+            return 2.0 * self.gls.diagonal_blocks
+
+        def contrast_cov(self, L):
+            return 2.0 * super().contrast_cov(L)
+
+    monkeypatch.setitem(covariance.COV_ESTIMATORS, "doubled", Doubled)
+    res, _, Ainv = k50
+    new = res.with_cov_type("doubled")
+    assert new.cov_type == "doubled" and new.covariance is res.covariance
+    np.testing.assert_allclose(new.bse.to_numpy(), np.sqrt(2.0) * res.bse.to_numpy(),
+                               rtol=1e-12)
+    np.testing.assert_allclose(new.cov_params(res.param_names[:2]).to_numpy(),
+                               2.0 * Ainv[:2, :2], rtol=1e-8)
+    pred = new.get_prediction({e.label: e.X[:3] for e in res.model.equations})
+    base = res.get_prediction({e.label: e.X[:3] for e in res.model.equations})
+    np.testing.assert_allclose(pred.se_mean, np.sqrt(2.0) * base.se_mean, rtol=1e-12)
+
+
+def test_with_cov_type_shares_residuals_covariance_and_estimators(k50):
+    from alsgls.stats.results import SURResults
+
+    res, _, _ = k50
+    _ = res.bse
+    rob = res.with_cov_type("robust")
+    assert rob.covariance is res.covariance and rob._Rt is res._Rt
+    _ = rob.bse
+    again = rob.with_cov_type("robust", debiased=True)
+    assert again.cov_estimator is rob.cov_estimator             # the sandwich is not redone
+    np.testing.assert_allclose(again.bse.to_numpy(),
+                               rob.bse.to_numpy() * again._scale, rtol=1e-12)
+    # the covariance is an explicit argument, not a write into a cache
+    explicit = SURResults(res.model, res.fit_result, covariance=res.covariance)
+    assert explicit.covariance is res.covariance
+    # residuals recomputed when not given: Y - X B equals the solver's to rounding
+    np.testing.assert_allclose(explicit._Rt, res._Rt, rtol=0, atol=1e-12 * np.abs(res._Rt).max())
+    with pytest.raises(TypeError, match="debiased"):
+        res.with_cov_type("robust", debiased="yes")

@@ -183,3 +183,63 @@ def test_lanczos_strategy_needs_only_the_public_factors(masked):
     Z = np.random.default_rng(1).standard_normal((inf.K, inf.pmax, 2)) * inf.mask[:, :, None]
     np.testing.assert_array_equal(la.solve(Z), inf.solve(Z))
     assert la.solve_info == inf.solve_info and la.eigen_info.rank == inf.eigen_info.rank
+
+
+def test_rank_cap_warning_points_at_the_callers_line(fitted):
+    # a tiny max_rank and tol force the ConvergenceWarning of the eigen-correction;
+    # it is raised inside cached properties but names this file, not functools
+    d, cov, Rt = fitted
+    la = GLSCovariance(d.X, d.p, cov, Rt, method="lanczos", tol=1e-6, max_rank=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _ = la.diagonal_blocks
+    rank_cap = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    assert rank_cap and "max_rank" in str(rank_cap[0].message)
+    assert rank_cap[0].filename == __file__
+
+
+@pytest.mark.parametrize("max_rank", [1, 2, 3])
+def test_small_max_rank_runs_and_never_overstates(fitted, max_rank):
+    # the first Krylov block used to be wider than the basis (2 max_rank columns)
+    d, cov, Rt = fitted
+    ex = GLSCovariance(d.X, d.p, cov, Rt, method="exact")
+    la = GLSCovariance(d.X, d.p, cov, Rt, method="lanczos", max_rank=max_rank)
+    with pytest.warns(ConvergenceWarning, match="max_rank"):
+        blocks = la.diagonal_blocks
+    assert blocks.shape == (d.K, d.pmax, d.pmax)
+    info = la.eigen_info
+    assert not info.converged
+    assert info.subspace_dim <= 2 * max_rank and info.rank <= max_rank
+    # a Galerkin projection: never above the exact variance.  (The a-posteriori
+    # bound assumes the Krylov space has not missed a large eigenvalue, which a
+    # basis of 2 max_rank < k p = 9 vectors does: it is not checked here.)
+    rel = (_variances(ex) - _variances(la)) / _variances(la)
+    assert rel.min() >= -1e-10 and np.all(np.isfinite(rel))
+
+
+@pytest.mark.parametrize("option, value, error", [
+    ("tol", 0.0, ValueError), ("tol", 1.5, ValueError), ("tol", "small", TypeError),
+    ("rtol", 0.0, ValueError), ("rtol", None, TypeError),
+    ("max_rank", 0, ValueError), ("max_rank", 2.5, TypeError), ("max_rank", True, TypeError),
+])
+def test_lanczos_options_name_the_wrong_option(fitted, option, value, error):
+    d, cov, Rt = fitted
+    with pytest.raises(error, match=rf"\b{option}\b"):
+        GLSCovariance(d.X, d.p, cov, Rt, method="lanczos", **{option: value})
+
+
+def test_lanczos_options_are_validated_once(fitted, monkeypatch):
+    from alsgls.stats import inference, lanczos
+
+    original, calls = lanczos.check_options, []
+
+    def counting(*args):
+        calls.append(args)
+        return original(*args)
+
+    monkeypatch.setattr(inference, "check_options", counting)
+    monkeypatch.setattr(lanczos, "check_options", counting)
+    d, cov, Rt = fitted
+    la = GLSCovariance(d.X, d.p, cov, Rt, method="lanczos", tol=1e-2, max_rank=50)
+    assert len(calls) == 1
+    assert (la.strategy.tol, la.strategy.max_rank, la.strategy.rtol) == (1e-2, 50, la.rtol)

@@ -119,3 +119,85 @@ def test_summary_names_the_standard_error_method(monkeypatch):
     monkeypatch.setattr(inference, "EXACT_CORE_LIMIT", 10)
     lanczos = SUR.from_arrays(Xs, Y, rank=2).fit().summary(max_equations=0).as_text()
     assert "Lanczos, var. bound" in lanczos
+
+
+# ---------------------------------------------------------------- bad arguments
+def test_predict_accepts_one_shared_design_when_widths_agree(res):
+    X = res.model.equations[0].X[:5]
+    per_eq = res.predict({e.label: X for e in res.model.equations})
+    np.testing.assert_array_equal(res.predict(X).to_numpy(), per_eq.to_numpy())
+    df = pd.DataFrame(X, columns=["a", "b"], index=list("vwxyz"))
+    shared = res.predict(df)
+    assert list(shared.index) == list("vwxyz")
+    np.testing.assert_array_equal(shared.to_numpy(), per_eq.to_numpy())
+    # unequal widths: a single design cannot serve, and the message says what can
+    Xs = [e.X for e in res.model.equations]
+    Xs[2] = Xs[2][:, :1]
+    r1 = SUR.from_arrays(Xs, res.model.data.Yt.T, rank=1).fit()
+    with pytest.raises(ValueError, match=r"mapping \{label: .*list of K designs"):
+        r1.predict(X)
+    with pytest.raises(TypeError, match="exog must be a mapping"):
+        res.predict("eq0")
+
+
+def test_predict_refuses_misaligned_or_unknown_exog(res):
+    eqs = res.model.equations
+    new = {e.label: pd.DataFrame(e.X[:4], index=[10, 11, 12, 13]) for e in eqs}
+    assert list(res.predict(new).index) == [10, 11, 12, 13]
+    new["eq3"] = new["eq3"].set_axis([10, 11, 12, 99])
+    with pytest.raises(ValueError, match="'eq0' and 'eq3' have different indexes"):
+        res.predict(new)
+    extra = {e.label: e.X[:4] for e in eqs} | {"eq9": eqs[0].X[:4], "other": eqs[0].X[:4]}
+    with pytest.raises(ValueError, match=r"unknown equations \['eq9', 'other'\]"):
+        res.predict(extra)
+
+
+def test_in_sample_prediction_uses_the_validated_designs(res):
+    pr = res.get_prediction()
+    np.testing.assert_allclose(pr.predicted_mean.to_numpy(), res.fittedvalues.to_numpy(),
+                               rtol=1e-12)
+    full = res.get_prediction({e.label: e.X for e in res.model.equations})
+    np.testing.assert_allclose(pr.se_mean, full.se_mean, rtol=1e-12)
+
+
+@pytest.mark.parametrize("alpha, error", [("a", TypeError), (None, TypeError),
+                                          (5, ValueError), (0.0, ValueError),
+                                          (np.nan, ValueError)])
+def test_conf_int_names_alpha(res, alpha, error):
+    with pytest.raises(error, match="alpha"):
+        res.conf_int(alpha)
+    pr = res.get_prediction({e.label: e.X[:3] for e in res.model.equations})
+    with pytest.raises(error, match="alpha"):
+        pr.conf_int(alpha)
+    with pytest.raises(error, match="alpha"):
+        res.summary(alpha=alpha)
+
+
+def test_summary_and_wald_name_bad_arguments(res):
+    with pytest.raises(TypeError, match="max_equations"):
+        res.summary(max_equations="x")
+    with pytest.raises(ValueError, match="max_equations"):
+        res.summary(max_equations=-1)
+    assert res.summary(max_equations=None).as_text().count("Equation:") == 6
+    with pytest.raises(TypeError, match="restrictions must be numeric"):
+        res.wald_test(np.array([["a"] * 12]))
+    with pytest.raises(TypeError, match="restrictions must be numeric"):
+        res.wald_test([[1, None] + [0] * 10])
+    R = np.zeros((1, 12))
+    R[0, 1] = 1.0
+    with pytest.raises(TypeError, match="value must be numeric"):
+        res.wald_test(R, value=["x"])
+
+
+def test_debias_factor_scales_coefficients_and_predictions(res):
+    from alsgls.stats.results import SURResults
+
+    d = SURResults(res.model, res.fit_result, debiased=True, residuals=res._Rt,
+                   covariance=res.covariance)
+    n, p = res.model.data.N, res.model.data.p
+    np.testing.assert_allclose(d.debias_factor, np.sqrt(n / (n - p)), rtol=1e-15)
+    np.testing.assert_array_equal(res.debias_factor, np.ones(6))
+    np.testing.assert_allclose(d.bse.to_numpy(), res.bse.to_numpy() * d._scale, rtol=1e-12)
+    new = {e.label: e.X[:3] for e in res.model.equations}
+    np.testing.assert_allclose(d.get_prediction(new).se_mean,
+                               res.get_prediction(new).se_mean * d.debias_factor, rtol=1e-12)

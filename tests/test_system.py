@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from alsgls import simulate_sur
+from alsgls.exceptions import HeywoodWarning
 from alsgls.stats.system import SUR
 
 from ._sur_data import load, reference_series
@@ -79,6 +80,14 @@ def test_labels_flow_into_outputs():
     assert list(res.loadings.index) == list(res.noise_variance.index)
     assert res.rsquared.shape == (5,)
     assert res.cov_params(equation="GE").shape == (3, 3)
+    # the solver's warnings name equations by label too: a high floor on D at
+    # rank 2 puts Grunfeld equations at the floor (Heywood cases)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")   # it also stops at max_iter (not the point)
+        hey = SUR(eqs, rank=2).fit(d_floor=0.1)
+    first = hey.heywood.index[hey.heywood.to_numpy()][0]
+    msgs = [str(w.message) for w in record if issubclass(w.category, HeywoodWarning)]
+    assert msgs and f"equation '{first}'" in msgs[0]
 
 
 def test_from_arrays_and_em_agree(small_system):
@@ -166,3 +175,52 @@ def test_no_warnings_for_clean_fit(small_system):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         SUR.from_arrays(Xs, Y, rank=2).fit()
+
+
+def test_from_arrays_with_one_shared_design(small_system):
+    Xs, Y, _ = small_system
+    X = Xs[0]
+    shared = SUR.from_arrays(X, Y, rank=2)
+    assert shared.data.shared and shared.data.X.strides[0] == 0      # stored once
+    assert all(np.shares_memory(e.X, X) for e in shared.equations)  # views, no copies
+    listed = SUR.from_arrays([X] * Y.shape[1], Y, rank=2)
+    a, b = shared.fit(tol=1e-12), listed.fit(tol=1e-12)
+    np.testing.assert_allclose(a.params, b.params, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(a.bse, b.bse, rtol=1e-10)
+    named = SUR.from_arrays(X, Y, rank=2, exog_names=[["c", "d"]] * Y.shape[1])
+    assert named.param_names[:2] == ["eq0_c", "eq0_d"] and named.data.shared
+
+
+def test_from_arrays_exog_names_must_match(small_system):
+    Xs, Y, _ = small_system
+    K = Y.shape[1]
+    with pytest.raises(ValueError, match=r"exog_names must hold one list of names per "
+                                         r"equation \(K=12\)"):
+        SUR.from_arrays(Xs, Y, rank=1, exog_names=[["a", "b"]] * (K - 1))
+    names = [["a", "b"]] * K
+    names[3] = ["a", "b", "c"]
+    with pytest.raises(ValueError, match="exog_names for equation 'eq3' has 3 names but "
+                                         "its exog has 2 columns"):
+        SUR.from_arrays(Xs, Y, rank=1, exog_names=names)
+    names[3] = "ab"
+    with pytest.raises(ValueError, match="exog_names for equation 'eq3' must be a list"):
+        SUR.from_arrays(Xs, Y, rank=1, exog_names=names)
+
+
+def test_debiased_must_be_a_bool(small_system):
+    Xs, Y, _ = small_system
+    mod = SUR.from_arrays(Xs, Y, rank=1)
+    with pytest.raises(TypeError, match="debiased must be True or False, got 'no'"):
+        mod.fit(debiased="no")
+    assert mod.fit(debiased=np.bool_(True)).debiased is True
+
+
+def test_has_constant_is_decided_at_construction():
+    import dataclasses
+
+    y, X = _eq()
+    Xc = np.column_stack([np.ones(30), X])
+    mod = SUR({"c": (y, Xc), "n": _eq(seed=1)}, rank=0)
+    c, n = mod.equations
+    assert "has_constant" in {f.name for f in dataclasses.fields(c)}
+    assert vars(c)["has_constant"] is True and n.has_constant is False

@@ -278,3 +278,27 @@ def test_formula_with_missing_values():
     # rank 0: GLS = OLS per equation on its own rows
     ols = np.linalg.lstsq(np.column_stack([np.ones(70), df.x1[10:]]), df.y1[10:], rcond=None)[0]
     np.testing.assert_allclose(res.params.to_numpy()[:2], ols, rtol=1e-8)
+
+
+def test_factor_scores_are_posterior_means_on_observed_responses(unbalanced, fitted):
+    # oracle: E[z_i | r_{i,O}] = (I + F_O' Psi_O^-1 F_O)^-1 F_O' Psi_O^-1 r_{i,O}, row by row
+    _, _, mask = unbalanced
+    res = fitted
+    F, D = res.sigma.F, res.sigma.D
+    R = res.resid.to_numpy()
+    Z = res.factor_scores.to_numpy()
+    for i in range(0, mask.shape[0], 7):
+        o = mask[i]
+        Fo = F[o] / D[o, None]
+        ref = np.linalg.solve(np.eye(2) + F[o].T @ Fo, Fo.T @ R[i, o])
+        np.testing.assert_allclose(Z[i], ref, rtol=1e-10, atol=1e-12)
+
+
+def test_missing_predictions_and_weights_use_the_problem(unbalanced, fitted):
+    # entry weights w_i o_ij are the problem's; in-sample designs stay NaN where missing
+    res = fitted
+    d = res.model.data
+    np.testing.assert_array_equal(res._row_w, d.observation_weights)
+    Xs = unbalanced[0]
+    with pytest.raises(ValueError, match="equation 'eq0': exog contains NaN"):
+        res.predict(Xs)                        # new designs must be finite

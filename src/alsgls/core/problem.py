@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .._threads import single_blas_thread
 from .._warnings import warn
 from ..exceptions import IdentificationWarning, MissingDataWarning
 from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_rmatvec
@@ -452,6 +453,7 @@ def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray 
     return X
 
 
+@single_blas_thread  # many tiny batched products: see alsgls._threads
 def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
                   labels: Sequence[str] | None = None,
                   design_names: Sequence[str] | None = None, notes: bool = True,

@@ -8,7 +8,7 @@ policy and the weights are applied by :class:`alsgls.SUR`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -18,10 +18,21 @@ from ..core.problem import as_float_matrix
 __all__ = ["Equation", "build_equations"]
 
 
+def _has_constant(X: np.ndarray) -> bool:
+    """Whether some column of X is a non-zero constant (over its complete rows)."""
+    if X.shape[0] and np.isnan(X.sum()):           # NaN somewhere: the complete rows
+        X = X[~np.isnan(X).any(axis=1)]
+    if X.shape[0] == 0:
+        return False
+    first = X[0]
+    return bool(((X == first).all(axis=0) & (first != 0)).any())
+
+
 @dataclass(frozen=True)
 class Equation:
     """One validated equation (its arrays are read-only views of the caller's
-    data when those are float64: nothing is copied here).
+    data when those are float64: nothing is copied here, so modifying the
+    caller's arrays afterwards is not supported).
 
     Attributes
     ----------
@@ -35,6 +46,9 @@ class Equation:
         the union of their indexes).
     X : ndarray, shape (N, p)
         May be NaN in rows where ``y`` is missing.
+    has_constant : bool
+        Whether some column of X is a non-zero constant over its complete
+        rows (decided at construction).
     """
 
     label: str
@@ -42,14 +56,10 @@ class Equation:
     exog_names: tuple
     y: np.ndarray
     X: np.ndarray
+    has_constant: bool = field(init=False)
 
-    @property
-    def has_constant(self) -> bool:
-        """Whether some column of X is a non-zero constant (over its complete rows)."""
-        X = self.X[~np.isnan(self.X).any(axis=1)]
-        if X.shape[0] == 0:
-            return False
-        return bool(np.any(np.all(X == X[:1], axis=0) & (X[0] != 0)))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "has_constant", _has_constant(self.X))
 
 
 def _as_float_nan_ok(a: Any, name: str, ndim: int) -> np.ndarray:
@@ -171,12 +181,8 @@ def _reindex(arr: np.ndarray, ix: Any, union: Any) -> np.ndarray:
     return out
 
 
-def build_equations(equations: Any) -> tuple[list[Equation], Any, np.ndarray | None]:
-    """Validate the equations; align them on the union of their indexes when these differ.
-
-    Returns the equations, the common index (or None) and the per-equation
-    weights given in the specs as an (N, K) array (NaN where not given), or None.
-    """
+def _spec_items(equations: Any) -> tuple[list, list[str]]:
+    """The ``(label, spec)`` pairs of ``equations`` and their unique string labels."""
     if isinstance(equations, Mapping):
         items = list(equations.items())
     elif isinstance(equations, Sequence) and not isinstance(equations, (str, bytes)):
@@ -195,6 +201,16 @@ def build_equations(equations: Any) -> tuple[list[Equation], Any, np.ndarray | N
     if len(set(labels)) != len(labels):
         dup = sorted({lab for lab in labels if labels.count(lab) > 1})
         raise ValueError(f"duplicate equation labels {dup}; labels must be unique")
+    return items, labels
+
+
+def build_equations(equations: Any) -> tuple[list[Equation], Any, np.ndarray | None]:
+    """Validate the equations; align them on the union of their indexes when these differ.
+
+    Returns the equations, the common index (or None) and the per-equation
+    weights given in the specs as an (N, K) array (NaN where not given), or None.
+    """
+    items, labels = _spec_items(equations)
     raw = []
     for lab, (_, spec) in zip(labels, items):
         dep, exog, wts = _unpack(spec, lab)

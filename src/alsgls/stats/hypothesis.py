@@ -12,6 +12,7 @@ ratio, Breusch-Pagan) are computed here from the fitted results.
 from __future__ import annotations
 
 import difflib
+import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -19,8 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import stats
 
+from ..core.ops import covariance_parameters
 
-__all__ = ["TestResult", "parse_restrictions", "restriction_matrix"]
+__all__ = ["TestResult", "parse_restrictions", "restriction_matrix", "check_fraction",
+           "critical_value"]
 
 _NUMBER = re.compile(r"(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
 _IDENT = re.compile(r"[^\s+\-*=]+")
@@ -65,7 +68,66 @@ class TestResult:
 
 
 def chi2_result(name: str, stat: float, df: int, null: str) -> TestResult:
+    """A chi2 :class:`TestResult` with its upper-tail p-value."""
     return TestResult(name, float(stat), float(stats.chi2.sf(stat, df)), df, "chi2", null)
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """``value`` as a float in the open interval (0, 1).
+
+    Parameters
+    ----------
+    name : str
+        The argument's name, for messages (``alpha``, ``tol``, ...).
+    value : float
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    TypeError
+        When ``value`` is not a real number (a string, a bool, None).
+    ValueError
+        When it lies outside (0, 1) or is NaN.
+    """
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number in (0, 1), got {value!r} "
+                        f"({type(value).__name__})")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+def critical_value(alpha: Any, df: Any = None) -> Any:
+    """Two-sided critical value ``q`` with ``P(|T| > q) = alpha``.
+
+    Parameters
+    ----------
+    alpha : float
+        In (0, 1); checked (errors name ``alpha``).
+    df : array_like, optional
+        Degrees of freedom of Student t; None: the standard normal.
+
+    Returns
+    -------
+    float or ndarray
+        Shaped like ``df`` (a float for the normal).
+    """
+    a = check_fraction("alpha", alpha)
+    return stats.norm.ppf(1 - a / 2) if df is None else stats.t.ppf(1 - a / 2, df)
+
+
+def _numeric(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float array; ``TypeError`` naming ``name`` when it is not numeric."""
+    arr = np.asarray(a)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise TypeError(f"{name} must be numeric (or restriction strings), got an array of "
+                        f"dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
 
 
 def _split_top(text: str) -> list[str]:
@@ -183,14 +245,14 @@ def restriction_matrix(restrictions: Any, value: Any, names: Sequence[str]
                 raise ValueError(f"restriction matrix names unknown parameters {unknown[:5]}")
             R = np.zeros((restrictions.shape[0], P))
             pos = {nm: i for i, nm in enumerate(names)}
-            R[:, [pos[c] for c in cols]] = np.asarray(restrictions, dtype=float)
+            R[:, [pos[c] for c in cols]] = _numeric(restrictions, "restrictions")
         else:
-            R = np.asarray(restrictions, dtype=float)
+            R = _numeric(restrictions, "restrictions")
         if R.ndim == 1:
             R = R[None, :]
         if R.ndim != 2 or R.shape[1] != P:
             raise ValueError(f"restriction matrix must be (q, P={P}), got shape {R.shape}")
-        r = np.zeros(R.shape[0]) if value is None else np.atleast_1d(np.asarray(value, float))
+        r = np.zeros(R.shape[0]) if value is None else np.atleast_1d(_numeric(value, "value"))
         if r.shape != (R.shape[0],):
             raise ValueError(f"value must have {R.shape[0]} entries, got shape {r.shape}")
     if not (np.all(np.isfinite(R)) and np.all(np.isfinite(r))):
@@ -236,7 +298,7 @@ def lr_test(res: Any, against: str = "diagonal", **fit_options: Any) -> TestResu
     opts.update(fit_options)
     res0 = res.model.with_rank(k0).fit(**opts)
     K = res.problem.K
-    df = _n_cov(K, k) - _n_cov(K, k0)
+    df = covariance_parameters(K, k) - covariance_parameters(K, k0)
     stat = max(2.0 * (res.llf - res0.llf), 0.0)
     return chi2_result(f"LR test rank {k} vs {k0}", stat, df,
                        f"Sigma has rank-{k0} factor structure")
@@ -281,6 +343,3 @@ def _pairwise_breusch_pagan(E: np.ndarray, O: np.ndarray) -> TestResult:
     return chi2_result("Breusch-Pagan LM test (pairwise observed rows)", total / 2.0,
                        pairs // 2, "Sigma is diagonal (no cross-equation correlation)")
 
-
-def _n_cov(K: int, k: int) -> int:
-    return min(K * k + K - k * (k - 1) // 2, K * (K + 1) // 2)

@@ -30,9 +30,11 @@ This is the eigen-correction of DESIGN.md section 4 carried to full rank
 ``O((Nk)^2 + N K p)`` memory.  Per-equation ``(A_jj)^-1`` would be wrong
 (it ignores the correction; it understated SEs by up to 78 %).
 
-The heteroskedasticity-robust (sandwich) covariance is
-``A^-1 B A^-1`` with ``B = sum_i g_i g_i'``, ``g_i = X_i' Sigma^-1 r_i``; we
-apply ``A^-1`` to the ``N`` score vectors at once.
+The heteroskedasticity-robust (sandwich) covariance
+``A^-1 B A^-1`` with ``B = sum_i g_i g_i'``, ``g_i = X_i' Sigma^-1 r_i``, and
+any other estimator of :data:`alsgls.stats.covariance.COV_ESTIMATORS`, is
+built on this class (its ``solve``, ``row_solve`` and residuals); see
+:class:`alsgls.stats.covariance.Robust`.
 
 Missing responses and row weights (DESIGN.md section 6).  Row ``i`` observes
 the equations ``O_i`` and has weight ``w_i``; the observed-data information is
@@ -63,12 +65,25 @@ from typing import Any, Iterator, Protocol
 import numpy as np
 from scipy.linalg import LinAlgError, cholesky, solve_triangular
 
-from .lanczos import (  # noqa: F401  (re-exported)
-    CONV_FACTOR, EIGEN_MAX_RANK, EIGEN_TOL, SOLVE_BATCH, SOLVE_RTOL, EigenCorrectionInfo,
-    LanczosCorrection, SolveInfo,
-)
 from .._threads import single_blas_thread
-from ..core.ops import LowRankCovariance, row_core_inverse, triangular_inverse
+from ..core.ops import (
+    LowRankCovariance,
+    row_core_inverse,
+    row_core_solve,
+    triangular_inverse,
+)
+from .covariance import COV_ESTIMATORS, CovarianceEstimator, normalise_cov_type
+from .lanczos import (  # noqa: F401  (re-exported)
+    CONV_FACTOR,
+    EIGEN_MAX_RANK,
+    EIGEN_TOL,
+    SOLVE_BATCH,
+    SOLVE_RTOL,
+    EigenCorrectionInfo,
+    LanczosCorrection,
+    SolveInfo,
+    check_options,
+)
 
 __all__ = ["GLSCovariance", "DesignFactors", "ExactCore", "LanczosCorrection",
            "CovarianceStrategy", "EXACT_CORE_LIMIT", "EigenCorrectionInfo", "SolveInfo"]
@@ -200,9 +215,7 @@ class DesignFactors:
         if self.k == 0:
             return U / self.cov.D[:, None]
         FD = self.cov.F / self.cov.D[:, None]
-        Linv = self.row_core_inverse
-        z = np.einsum("nlm,nm->nl", Linv, U.T @ FD)
-        y = np.einsum("nlm,nl->nm", Linv, z)                      # C_i^-1 F' Psi^-1 u_i
+        y = row_core_solve(self.row_core_inverse, U.T @ FD)      # C_i^-1 F' Psi^-1 u_i
         return (U / self.cov.D[:, None] - FD @ y.T) * self.obs
 
     def chunks(self, width: int) -> Iterator[slice]:
@@ -277,9 +290,9 @@ class DesignFactors:
         else:
             h = np.repeat(self.cov.F / np.sqrt(self.cov.D)[:, None], self.pmax, axis=0)
             W = self._Qn @ (h[:, :, None] * Y[:, None, :]).reshape(n, -1)
-            Linv = self.row_core_inverse
-            W = np.einsum("nlq,nlm->nqm", Linv, np.einsum(
-                "nlq,nqm->nlm", Linv, W.reshape(self.N, self.k, m))).reshape(self.N, -1)
+            Wt = W.reshape(self.N, self.k, m).transpose(2, 0, 1)          # C_i^-1 w_i
+            W = np.stack([row_core_solve(self.row_core_inverse, w) for w in Wt],
+                         axis=2).reshape(self.N, -1)
         Z = (self._Qn.T @ W).reshape(n, self.k, m)
         return np.einsum("il,ilm->im", h, Z)
 
@@ -439,7 +452,7 @@ class GLSCovariance:
     Parameters
     ----------
     X : ndarray, shape (K, N, pmax)
-        Zero-padded designs (``SystemData.X``).
+        Zero-padded designs (``Problem.X`` of :mod:`alsgls.core.problem`).
     p : ndarray of int, shape (K,)
         Number of regressors of each equation.
     cov : LowRankCovariance
@@ -485,6 +498,9 @@ class GLSCovariance:
         Iterations and residual of the last PCG solves (lanczos only).
     row_core_inverse : ndarray, shape (N, k, k), or None
         Per-row ``L_i^-1`` of the masked cores (None without a mask).
+    Rt : ndarray, shape (K, N), or None
+        The residuals as the estimators use them (zero where unobserved,
+        rows scaled by ``sqrt(w_i)``).
 
     Notes
     -----
@@ -504,8 +520,9 @@ class GLSCovariance:
         self.K, self.N, self.pmax, self.k = f.K, f.N, f.pmax, f.k
         if method not in ("auto", "exact", "lanczos"):
             raise ValueError(f"method must be 'auto', 'exact' or 'lanczos', got {method!r}")
-        self.tol, self.max_rank, self.rtol = LanczosCorrection.check_options(tol, max_rank, rtol)
+        self.tol, self.max_rank, self.rtol = check_options(tol, max_rank, rtol)
         self.seed = seed
+        self._estimators: dict[str, CovarianceEstimator] = {}
         if method == "auto":
             method = "exact" if self.N * self.k <= EXACT_CORE_LIMIT else "lanczos"
         if method == "exact" or self.k == 0:                 # k = 0: no correction at all
@@ -603,42 +620,47 @@ class GLSCovariance:
         """
         return self.strategy.diagonal_blocks()
 
-    # -- robust (sandwich) -----------------------------------------------------
-    @cached_property
-    @single_blas_thread
+    # -- estimators (cov_type) ---------------------------------------------------
+    def estimator(self, cov_type: str) -> CovarianceEstimator:
+        """The estimator of ``cov_type`` on this covariance, built once and shared.
+
+        Parameters
+        ----------
+        cov_type : str
+            A key (or alias) of :data:`alsgls.stats.covariance.COV_ESTIMATORS`.
+
+        Returns
+        -------
+        CovarianceEstimator
+            With ``diagonal_blocks`` and ``contrast_cov(L)``; results with
+            different ``cov_type`` share this covariance and each estimator's work.
+        """
+        name = normalise_cov_type(cov_type)
+        if name not in self._estimators:
+            self._estimators[name] = COV_ESTIMATORS[name](self)
+        return self._estimators[name]
+
+    @property
     def scores(self) -> np.ndarray:
-        """Per-row scores ``g_i = w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}`` as (K, pmax, N)."""
-        if self.Rt is None:
-            raise ValueError("residuals are required for the robust covariance")
-        W = self.row_solve(self.Rt)                    # (K, N)
-        return np.einsum("knp,kn->kpn", self.X, W)
+        """Per-row scores ``g_i = w_i X_{i,O}' Sigma_{O_i}^-1 r_{i,O}`` (K, pmax, N);
+        see :attr:`alsgls.stats.covariance.Robust.scores`."""
+        return self.estimator("robust").scores
 
-    @cached_property
-    def _robust_factor(self) -> np.ndarray:
-        """``H = A^-1 Gamma'`` (K, pmax, N): robust cov = H H'."""
-        return self.solve(self.scores)
-
-    @cached_property
-    @single_blas_thread
+    @property
     def robust_diagonal_blocks(self) -> np.ndarray:
-        """Diagonal blocks of ``A^-1 B A^-1`` (K, pmax, pmax)."""
-        H = self._robust_factor
-        return np.einsum("jan,jbn->jab", H, H)
+        """Diagonal blocks of the sandwich ``A^-1 B A^-1`` (K, pmax, pmax);
+        see :class:`alsgls.stats.covariance.Robust`."""
+        return self.estimator("robust").diagonal_blocks
 
     # -- contrasts -----------------------------------------------------------
-    @single_blas_thread
     def contrast_cov(self, Lmat: np.ndarray, robust: bool = False) -> np.ndarray:
         """Covariance ``L' Cov L`` (m x m) of contrasts ``L' beta``.
 
         ``Lmat`` is (K, pmax, m) in padded layout.  Model-based: ``L' A^-1 L``
-        (one exact solve per contrast); robust: ``(L' A^-1 Gamma')(...)'``.
+        (one exact solve per contrast); ``robust=True``: the sandwich.  The
+        estimators of :mod:`alsgls.stats.covariance` compute both.
         """
-        if robust:
-            Hl = np.einsum("jam,jan->mn", Lmat, self._robust_factor)
-            return Hl @ Hl.T
-        S = self.solve(Lmat)
-        out = np.einsum("jam,jan->mn", Lmat, S)
-        return 0.5 * (out + out.T)
+        return self.estimator("robust" if robust else "unadjusted").contrast_cov(Lmat)
 
 
 def dense_information(X: np.ndarray, p: np.ndarray, cov: LowRankCovariance) -> np.ndarray:

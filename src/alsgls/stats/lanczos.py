@@ -35,22 +35,24 @@ sandwich) run PCG on ``I - M`` in the ``T`` coordinates (block-Jacobi on
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
 
-from ..exceptions import ConvergenceWarning
 from .._threads import single_blas_thread
+from .._warnings import warn
 from ..core.ops import orthonormalize
+from ..core.options import check_integer
+from ..exceptions import ConvergenceWarning
+from .hypothesis import check_fraction
 
 if TYPE_CHECKING:
     from .inference import DesignFactors
 
-__all__ = ["LanczosCorrection", "EigenCorrectionInfo", "SolveInfo"]
+__all__ = ["LanczosCorrection", "EigenCorrectionInfo", "SolveInfo", "check_options"]
 
 #: Default bound on the neglected relative variance term of the eigen-correction.
 EIGEN_TOL = 1e-3
@@ -66,6 +68,32 @@ SOLVE_BATCH = 256
 #: costs about ``eps^2 / (1 - lam)`` of a variance in the Galerkin form, so this
 #: keeps it near ``tol / 100`` for gaps down to 0.1.
 CONV_FACTOR = 0.01
+
+
+def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float]:
+    """The options of the eigen-correction, validated once (by ``GLSCovariance``).
+
+    Parameters
+    ----------
+    tol : float
+        Bound on the neglected relative variance term, in (0, 1).
+    max_rank : int
+        Cap on the number of eigenpairs, at least 1.
+    rtol : float
+        Relative residual of the PCG solves, in (0, 1).
+
+    Returns
+    -------
+    tuple of (float, int, float)
+        ``(tol, max_rank, rtol)``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the option that is wrong.
+    """
+    return (check_fraction("tol", tol), check_integer("max_rank", max_rank, minimum=1),
+            check_fraction("rtol", rtol))
 
 
 @dataclass(frozen=True)
@@ -139,7 +167,10 @@ class LanczosCorrection:
     """``A^-1`` through the truncated eigen-correction and deflated PCG solves.
 
     Uses only the public interface of the factors record (see the module
-    docstring), so it runs on any object providing it.
+    docstring), so it runs on any object providing it.  The options are
+    trusted: :class:`~alsgls.stats.inference.GLSCovariance` validates them
+    once with :func:`check_options` (call it when building this directly
+    from user input).
 
     Parameters
     ----------
@@ -168,17 +199,9 @@ class LanczosCorrection:
                  max_rank: int = EIGEN_MAX_RANK, rtol: float = SOLVE_RTOL,
                  seed: int = 0) -> None:
         self.factors = factors
-        self.tol, self.max_rank, self.rtol = self.check_options(tol, max_rank, rtol)
+        self.tol, self.max_rank, self.rtol = float(tol), int(max_rank), float(rtol)
         self.seed = seed
         self.solve_info: SolveInfo | None = None
-
-    @staticmethod
-    def check_options(tol: float, max_rank: int, rtol: float) -> tuple[float, int, float]:
-        """``(tol, max_rank, rtol)`` as float, int, float; ValueError unless
-        ``tol`` and ``rtol`` lie in (0, 1) and ``max_rank >= 1``."""
-        if not (0 < tol < 1 and 0 < rtol < 1) or int(max_rank) < 1:
-            raise ValueError("tol and rtol must lie in (0, 1) and max_rank be >= 1")
-        return float(tol), int(max_rank), float(rtol)
 
     # -- the Krylov basis -------------------------------------------------------
     def _orth_block(self, W: np.ndarray, basis: np.ndarray, rng) -> np.ndarray:
@@ -219,8 +242,8 @@ class LanczosCorrection:
         rng = np.random.default_rng(self.seed)
         fm = self.factors.mask.ravel()
         n, n_eff = fm.size, int(fm.sum())
-        b = min(max(2 * self.factors.k, 8), 32, n_eff)
         s_max = min(n_eff, 2 * self.max_rank)
+        b = min(max(2 * self.factors.k, 8), 32, s_max)          # blocks fit the basis
         Zb, MZ = np.zeros((n, s_max)), np.zeros((n, s_max))
         blk = self._orth_block(rng.standard_normal((n, b)) * fm[:, None], Zb[:, :0], rng)
         kappa = self._kappa()
@@ -247,10 +270,9 @@ class LanczosCorrection:
         info = EigenCorrectionInfo(r, theta[:r].copy(), lam_next, bound, self.tol, s, s,
                                    bound <= self.tol)
         if not info.converged:
-            warnings.warn(
-                f"eigen-correction stopped at max_rank = {self.max_rank} (subspace {s}) with "
-                f"relative variance error bound {bound:.2g} > tol = {self.tol:g}; "
-                "raise max_rank or use method='exact'", ConvergenceWarning, stacklevel=3)
+            warn(f"eigen-correction stopped at max_rank = {self.max_rank} (subspace {s}) with "
+                 f"relative variance error bound {bound:.2g} > tol = {self.tol:g}; "
+                 "raise max_rank or use method='exact'", ConvergenceWarning)
         core = cho_factor(np.eye(s) - H, lower=True)            # I - H > 0 as A > 0
         return _Krylov(Zb[:, :s].copy(), MZ[:, :s].copy(), H, W, core, info)
 
@@ -308,9 +330,8 @@ class LanczosCorrection:
             its, worst = max(its, it), max(worst, rr)
         self.solve_info = SolveInfo(its, worst, worst <= self.rtol)
         if worst > self.rtol:
-            warnings.warn(f"PCG with A reached relative residual {worst:.2g} > rtol = "
-                          f"{self.rtol:g} after {its} iterations", ConvergenceWarning,
-                          stacklevel=3)
+            warn(f"PCG with A reached relative residual {worst:.2g} > rtol = "
+                 f"{self.rtol:g} after {its} iterations", ConvergenceWarning)
         return f.apply_T(Y.reshape(f.K, f.pmax, -1))
 
     @single_blas_thread

@@ -19,10 +19,17 @@ from scipy import stats
 
 from .._labels import _frame, _series
 from ..core.fit_result import GLSFit
-from ..core.ops import LowRankCovariance, design_matvec, row_core_inverse
+from ..core.ops import (
+    LowRankCovariance,
+    covariance_parameters,
+    design_matvec,
+    row_core_inverse,
+    row_core_solve,
+)
+from ..core.options import check_integer
 from ..core.problem import Problem
-from .covariance import COV_ESTIMATORS, ModelBased, normalise_cov_type
-from .hypothesis import TestResult, _n_cov
+from .covariance import CovarianceEstimator, normalise_cov_type
+from .hypothesis import TestResult, critical_value
 from .hypothesis import breusch_pagan as _breusch_pagan
 from .hypothesis import lr_test as _lr_test
 from .hypothesis import wald_test as _wald_test
@@ -31,10 +38,19 @@ from .prediction import PredictionResults
 from .prediction import get_prediction as _get_prediction
 from .summary import EquationTable, Summary
 
-__all__ = ["SURResults", "PredictionResults", "normalise_cov_type"]
+__all__ = ["SURResults", "PredictionResults", "normalise_cov_type", "check_debiased"]
 
 #: ``cov_params()`` without a subset returns the full P x P matrix only up to this P.
 FULL_COV_LIMIT = 2000
+
+
+def check_debiased(debiased: Any) -> bool:
+    """``debiased`` as a bool; ``TypeError`` naming it for anything but True or
+    False (a string such as ``"no"`` would otherwise count as True)."""
+    if not isinstance(debiased, (bool, np.bool_)):
+        raise TypeError(f"debiased must be True or False, got {debiased!r} "
+                        f"({type(debiased).__name__})")
+    return bool(debiased)
 
 
 class SURResults:
@@ -46,12 +62,18 @@ class SURResults:
         The model that was fitted.
     fit : GLSFit
         The solver's record.
-    cov_type : {"unadjusted", "robust"}
-    debiased : bool
+    cov_type : str, default "unadjusted"
+        A key (or alias) of :data:`alsgls.stats.covariance.COV_ESTIMATORS`:
+        ``"unadjusted"`` or ``"robust"``.
+    debiased : bool, default False
         Small-sample scaling ``N / sqrt((N - p_i)(N - p_j))`` and t/F
         reference distributions.
     residuals : ndarray, shape (K, N), optional
-        ``Y - X B`` from the solver (zero where missing); recomputed if omitted.
+        ``Y - X B`` from the solver (zero where missing); computed if omitted.
+    covariance : GLSCovariance, optional
+        The factored coefficient covariance of this fit, to share it between
+        results of the same fit (:meth:`with_cov_type` passes it); built on
+        first use if omitted.  It must belong to ``fit`` and ``model.data``.
 
     Attributes
     ----------
@@ -59,9 +81,12 @@ class SURResults:
     fit_result : GLSFit
     problem : Problem
         The validated data the fit used (``model.data``).
+    cov_type : str
+        The canonical ``cov_type``.
+    debiased : bool
     covariance : GLSCovariance
         The matrix-free coefficient covariance (built on first use).
-    cov_estimator : ModelBased or Robust
+    cov_estimator : CovarianceEstimator
         The estimator ``cov_type`` selects (:data:`alsgls.stats.covariance.COV_ESTIMATORS`).
 
     Notes
@@ -80,50 +105,64 @@ class SURResults:
     """
 
     def __init__(self, model: Any, fit: GLSFit, *, cov_type: str = "unadjusted",
-                 debiased: bool = False, residuals: np.ndarray | None = None) -> None:
+                 debiased: bool = False, residuals: np.ndarray | None = None,
+                 covariance: GLSCovariance | None = None) -> None:
         self.model = model
         self.fit_result = fit
         self.cov_type = normalise_cov_type(cov_type)
-        self.debiased = bool(debiased)
+        self.debiased = check_debiased(debiased)
         self.problem: Problem = model.data
         self._eq = self.problem.layout.eq
-        if residuals is not None:
-            self.__dict__["_Rt"] = residuals
+        self._theta = self.problem.layout.pad(fit.B)
+        self._Rt = self._residuals() if residuals is None else residuals
+        self._covariance = covariance
+
+    def _residuals(self) -> np.ndarray:
+        """``Y - X B`` (K, N), zero where the response is missing."""
+        Rt = self.problem.Yt - design_matvec(self.problem.X, self._theta)
+        return Rt if self.problem.O is None else Rt * self.problem.O
 
     def with_cov_type(self, cov_type: str, *, debiased: bool | None = None) -> "SURResults":
-        """The same fit with another covariance estimator (no refit; the factored
-        coefficient covariance is shared, so switching costs only the new
-        estimator's own work)."""
-        new = SURResults(self.model, self.fit_result, cov_type=cov_type,
-                         debiased=self.debiased if debiased is None else debiased,
-                         residuals=self._Rt)
-        if "covariance" in self.__dict__:
-            new.__dict__["covariance"] = self.covariance
-        return new
+        """The same fit with another covariance estimator.
+
+        No refit: the residuals and the factored coefficient covariance (with
+        every estimator already computed on it) are shared, so switching costs
+        only the new estimator's own work.
+
+        Parameters
+        ----------
+        cov_type : str
+            As in :meth:`SUR.fit`.
+        debiased : bool, optional
+            Default: as these results.
+
+        Returns
+        -------
+        SURResults
+        """
+        return SURResults(self.model, self.fit_result, cov_type=cov_type,
+                          debiased=self.debiased if debiased is None else debiased,
+                          residuals=self._Rt, covariance=self._covariance)
 
     # -- basic quantities ---------------------------------------------------
     @property
     def param_names(self) -> list[str]:
+        """``"<label>_<regressor>"`` for every coefficient (P,)."""
         return self.model.param_names
 
-    @cached_property
-    def _theta(self) -> np.ndarray:
-        return self.problem.layout.pad(self.fit_result.B)
-
-    @cached_property
-    def _Rt(self) -> np.ndarray:
-        Rt = self.problem.Yt - design_matvec(self.problem.X, self._theta)
-        return Rt if self.problem.O is None else Rt * self.problem.O
-
-    @cached_property
+    @property
     def covariance(self) -> GLSCovariance:
-        """The matrix-free covariance of the coefficients (:class:`GLSCovariance`)."""
-        return GLSCovariance.from_problem(self.problem, self.fit_result.cov, self._Rt)
+        """The matrix-free covariance of the coefficients (:class:`GLSCovariance`),
+        built on first use and shared with :meth:`with_cov_type`."""
+        if self._covariance is None:
+            self._covariance = GLSCovariance.from_problem(self.problem, self.fit_result.cov,
+                                                          self._Rt)
+        return self._covariance
 
     @cached_property
-    def cov_estimator(self) -> ModelBased:
-        """The covariance estimator of ``cov_type``."""
-        return COV_ESTIMATORS[self.cov_type](self.covariance)
+    def cov_estimator(self) -> CovarianceEstimator:
+        """The covariance estimator of ``cov_type`` (built once per covariance)."""
+        return self.covariance.estimator(self.cov_type)
 
     @cached_property
     def _n(self) -> np.ndarray:
@@ -131,11 +170,16 @@ class SURResults:
         return self.model.nobs_equation
 
     @cached_property
+    def debias_factor(self) -> np.ndarray:
+        """Per-equation scaling of the standard errors (K,): ``sqrt(n_j / (n_j - p_j))``
+        when ``debiased``, else ones (``n_j`` the equation's observed rows)."""
+        n, p = self._n, self.problem.p
+        return np.sqrt(n / (n - p)) if self.debiased else np.ones(len(p))
+
+    @property
     def _scale(self) -> np.ndarray:
-        """Per-coefficient debiasing factor ``sqrt(n_j / (n_j - p_j))`` (P,)."""
-        N, p = self._n, self.problem.p
-        s = np.sqrt(N / (N - p)) if self.debiased else np.ones(len(p))
-        return s[self._eq]
+        """:attr:`debias_factor` per coefficient (P,)."""
+        return self.debias_factor[self._eq]
 
     @property
     def nobs(self) -> int:
@@ -170,7 +214,7 @@ class SURResults:
     def n_covariance_params(self) -> int:
         """Free parameters of Sigma: ``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``
         (the unrestricted count, reached beyond the Ledermann bound)."""
-        return _n_cov(self.problem.K, self.rank)
+        return covariance_parameters(self.problem.K, self.rank)
 
     @property
     def converged(self) -> bool:
@@ -238,16 +282,20 @@ class SURResults:
         p = 2 * (stats.t.sf(t, self._df) if self.debiased else stats.norm.sf(t))
         return _series(p, self.param_names, "pvalues")
 
-    def _quantile(self, alpha: float) -> np.ndarray:
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-        if self.debiased:
-            return stats.t.ppf(1 - alpha / 2, self._df)
-        return np.full(self.df_model, stats.norm.ppf(1 - alpha / 2))
-
     def conf_int(self, alpha: float = 0.05) -> Any:
-        """Confidence intervals (P, 2): columns ``lower``, ``upper``."""
-        q = self._quantile(alpha)
+        """Confidence intervals (P, 2): columns ``lower``, ``upper``.
+
+        Parameters
+        ----------
+        alpha : float, default 0.05
+            In (0, 1): the intervals have coverage ``1 - alpha`` (Student t
+            with ``n_j - p_j`` degrees of freedom when debiased, else normal).
+
+        Returns
+        -------
+        DataFrame or ndarray, shape (P, 2)
+        """
+        q = critical_value(alpha, self._df)
         b, se = np.asarray(self.params), np.asarray(self.bse)
         return _frame(np.column_stack([b - q * se, b + q * se]), self.param_names,
                       ["lower", "upper"])
@@ -338,11 +386,8 @@ class SURResults:
     @cached_property
     def _row_w(self) -> np.ndarray | None:
         """Weights of the entries ``w_i o_ij`` (K, N), or None when uniform."""
-        d, obs, w = self.problem, self.model.observed, self.model.weights
-        if obs is None and w is None:
-            return None
-        Om = np.ones((d.K, d.N)) if obs is None else obs.T.astype(np.float64)
-        return Om if w is None else Om * w[None, :]
+        d = self.problem
+        return None if d.O is None and d.w is None else d.observation_weights
 
     @cached_property
     def _tss(self) -> np.ndarray:
@@ -412,9 +457,8 @@ class SURResults:
         if self.rank == 0:
             Z = np.zeros((self.problem.N, 0))
         elif self.problem.O is not None:
-            Linv = row_core_inverse(cov.F, cov.D, self.problem.O)
             b = self._Rt.T @ (cov.F / cov.D[:, None])               # Rt is 0 where missing
-            Z = np.einsum("nlm,nl->nm", Linv, np.einsum("nlm,nm->nl", Linv, b))
+            Z = row_core_solve(row_core_inverse(cov.F, cov.D, self.problem.O), b)
         else:
             from scipy.linalg import cho_solve
 
@@ -486,10 +530,27 @@ class SURResults:
 
         Parameters
         ----------
-        exog : mapping {label: (N_new, p_j)} or list of K arrays, optional
-            New regressors; default the estimation sample.
+        exog : mapping, list, 2-D array or DataFrame, optional
+            New regressors: ``{label: (N_new, p_j)}`` (every label, no
+            other key), a list of K designs in equation order, or one 2-D
+            design ``(N_new, p)`` shared by every equation (only when all
+            have ``p`` regressors).  pandas designs must share one index.
+            Default: the estimation sample (the model's designs as given, NaN
+            where one is missing; see the Notes of :class:`SUR` on modifying
+            them).
         data : DataFrame, optional
             New data for a model built with :meth:`SUR.from_formula`.
+
+        Returns
+        -------
+        DataFrame or ndarray, shape (N_new, K)
+
+        Raises
+        ------
+        TypeError, ValueError
+            For another form of ``exog``, unknown or missing labels, pandas
+            designs with different indexes, or a design with the wrong shape
+            or non-finite values (messages name the equation).
         """
         return self.get_prediction(exog, data=data).predicted_mean
 
@@ -497,7 +558,12 @@ class SURResults:
         """Predictions with standard errors of the mean and of a new observation.
 
         ``se_mean_ij^2 = x_ij' Cov(beta_j) x_ij`` (diagonal blocks only) and
-        ``se_obs_ij^2 = se_mean_ij^2 + Sigma_jj``.
+        ``se_obs_ij^2 = se_mean_ij^2 + Sigma_jj``.  ``exog`` and ``data`` as
+        in :meth:`predict`.
+
+        Returns
+        -------
+        PredictionResults
         """
         return _get_prediction(self, exog, data=data)
 
@@ -517,7 +583,13 @@ class SURResults:
         max_equations : int or None, default 10
             Show at most this many equation tables (None: all) and say so.
         alpha : float, default 0.05
+            Confidence intervals of coverage ``1 - alpha``.
+
+        Returns
+        -------
+        Summary
         """
+        max_equations = check_integer("max_equations", max_equations, allow_none=True)
         d = self.problem
         header = [("Equations (K)", str(d.K)), ("Observations (N)", str(d.N)),
                   *self._missing_header(),
@@ -529,7 +601,7 @@ class SURResults:
                   ("Iterations", str(self.iterations)),
                   ("Heywood cases", str(int(self.fit_result.heywood.sum()))),
                   ("Std. errors", self._se_method_text())]
-        show = d.K if max_equations is None else min(d.K, int(max_equations))
+        show = d.K if max_equations is None else min(d.K, max_equations)
         b, se, t = (np.asarray(v) for v in (self.params, self.bse, self.tvalues))
         pv, ci = np.asarray(self.pvalues), np.asarray(self.conf_int(alpha))
         r2 = np.asarray(self.rsquared)

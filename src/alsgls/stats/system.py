@@ -49,6 +49,43 @@ def import_formulaic():
     return formulaic
 
 
+def _designs(equations: list[Equation]) -> Any:
+    """The equations' designs for ``build_problem``: the one 2-D array when every
+    equation views the same memory (a shared design, stored and validated once),
+    else the list of K designs."""
+    X0 = equations[0].X
+    addr = X0.__array_interface__["data"][0]
+    if len(equations) > 1 and all(
+            e.X.shape == X0.shape and e.X.strides == X0.strides
+            and e.X.__array_interface__["data"][0] == addr for e in equations[1:]):
+        return X0
+    return [e.X for e in equations]
+
+
+def _named_designs(Xs: Sequence, exog_names: Any, labels: list[str]) -> list:
+    """``Xs`` as DataFrames with the columns ``exog_names`` (one list per equation);
+    ``ValueError`` naming ``exog_names`` and the equation when the counts differ."""
+    K = len(labels)
+    if isinstance(exog_names, (str, bytes)) or not isinstance(exog_names, Sequence) \
+            or len(exog_names) != K:
+        got = (f"{len(exog_names)} entries" if isinstance(exog_names, Sequence)
+               and not isinstance(exog_names, (str, bytes)) else type(exog_names).__name__)
+        raise ValueError(f"exog_names must hold one list of names per equation (K={K}), "
+                         f"got {got}")
+    pd = import_pandas()
+    out = []
+    for lab, x, names in zip(labels, Xs, exog_names):
+        if isinstance(names, (str, bytes)) or not isinstance(names, Sequence):
+            raise ValueError(f"exog_names for equation {lab!r} must be a list of names, "
+                             f"got {names!r}")
+        arr = np.asarray(x.to_numpy() if hasattr(x, "to_numpy") else x)
+        if arr.ndim == 2 and len(names) != arr.shape[1]:
+            raise ValueError(f"exog_names for equation {lab!r} has {len(names)} names but its "
+                             f"exog has {arr.shape[1]} columns")
+        out.append(pd.DataFrame(arr, columns=[str(n) for n in names], copy=False))
+    return out
+
+
 class SUR:
     """Seemingly unrelated regressions with a low-rank-plus-diagonal error covariance.
 
@@ -94,6 +131,16 @@ class SUR:
         observed, an equation with fewer than ``p_j + 1`` observed rows, or
         bad weights; messages name the equation.
 
+    Notes
+    -----
+    Like statsmodels, the model keeps references to the data rather than
+    copies (float64 arrays are used as read-only views; nothing is copied for
+    memory's sake), and the validated problem (:attr:`data`) is built once
+    at construction.  Modifying the arrays after constructing the model is
+    not supported: the results and in-sample predictions would mix old and
+    new data.  An exog shared by every equation (the same array) is stored
+    and validated once.
+
     Examples
     --------
     >>> import numpy as np
@@ -113,7 +160,7 @@ class SUR:
         self._equations, self._index, spec_w = build_equations(equations)
         self._formulas = None
         self.rank = self._resolve_rank(rank)
-        Xs = [e.X for e in self._equations]
+        Xs = _designs(self._equations)
         Y = np.column_stack([e.y for e in self._equations])
         w = self._row_weights(weights, spec_w, Y)
         labels = [e.label for e in self._equations]
@@ -175,20 +222,31 @@ class SUR:
 
         Parameters
         ----------
-        Xs : list of K array_like, each (N, p_j)
+        Xs : list of K array_like (N, p_j), ndarray (K, N, p), or one 2-D design (N, p)
+            Designs; one 2-D array (or DataFrame) is shared by every equation
+            (stored once, not copied per equation).
         Y : array_like, shape (N, K)
             NaN marks a missing response.
         rank : int or "full"
         labels : list of K str, optional
             Equation labels (default ``eq0, eq1, ...`` or Y's columns).
         exog_names : list of K lists of str, optional
-            Regressor names per equation (default ``x0, x1, ...``).
+            Regressor names per equation (default ``x0, x1, ...`` or the
+            DataFrame's columns); each list has one name per column.
         missing, weights
             As in :class:`SUR`.
+
+        Raises
+        ------
+        ValueError, TypeError
+            As :class:`SUR`, and when ``Xs``, ``labels`` or ``exog_names`` do
+            not match Y's K columns (messages name the argument and equation).
         """
         cols = list(getattr(Y, "columns", []))
         Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
         K = Ya.shape[1]
+        if hasattr(Xs, "columns") or (isinstance(Xs, np.ndarray) and Xs.ndim == 2):
+            Xs = [Xs] * K                           # one shared design: K references
         if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
             Xs = list(Xs)
         if not isinstance(Xs, Sequence) or len(Xs) != K:
@@ -198,12 +256,9 @@ class SUR:
             [str(c) for c in cols] if cols else [f"eq{j}" for j in range(K)])
         if len(labels) != K:
             raise ValueError(f"labels has {len(labels)} entries but Y has K={K} columns")
-        eqs = []
-        for j, (lab, x) in enumerate(zip(labels, Xs)):
-            if exog_names is not None:
-                pd = import_pandas()
-                x = pd.DataFrame(np.asarray(x), columns=list(exog_names[j]))
-            eqs.append((lab, (Ya[:, j], x)))
+        if exog_names is not None:
+            Xs = _named_designs(Xs, exog_names, labels)
+        eqs = [(lab, (Ya[:, j], x)) for j, (lab, x) in enumerate(zip(labels, Xs))]
         if len(set(labels)) != len(labels):
             dup = sorted({lab for lab in labels if labels.count(lab) > 1})
             raise ValueError(f"duplicate equation labels {dup}; labels must be unique")
@@ -423,7 +478,7 @@ class SUR:
             ``N / sqrt((N - p_i)(N - p_j))`` and use Student t (and F)
             reference distributions with ``N - p_j`` degrees of freedom
             (``n_j``, the equation's observed rows, in place of ``N`` when
-            responses are missing).
+            responses are missing).  True or False; anything else is a ``TypeError``.
         tol : float, default 1e-10
             Tolerance of the solver (see :func:`alsgls.als_gls`).
         max_iter : int, optional
@@ -439,9 +494,10 @@ class SUR:
             For an invalid option, or when ``rank = K - 1`` and the unrestricted
             likelihood is unbounded (no finite MLE).
         """
-        from .results import SURResults, normalise_cov_type
+        from .results import SURResults, check_debiased, normalise_cov_type
 
         cov_type = normalise_cov_type(cov_type)
+        debiased = check_debiased(debiased)
         if method not in SOLVERS[:2]:
             raise ValueError(f"method must be 'als' or 'em', got {method!r}")
         options = solver_options(tol=tol, max_iter=max_iter, where="SUR.fit",
@@ -450,4 +506,4 @@ class SUR:
             self._check_bounded()
         fit, Rt = fit_problem(self._problem, self.rank, options, solver=method,
                               ledermann_warning=False)
-        return SURResults(self, fit, cov_type=cov_type, debiased=bool(debiased), residuals=Rt)
+        return SURResults(self, fit, cov_type=cov_type, debiased=debiased, residuals=Rt)
