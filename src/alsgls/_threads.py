@@ -13,23 +13,41 @@ is changed).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import threading
+from typing import Any, Iterator
+
+_state = threading.local()      # the limit in force in this thread (nested blocks)
+_controller: list = []          # one threadpoolctl controller: library discovery is slow
+
+
+def _blas_controller() -> Any:
+    """The process's ``ThreadpoolController`` (built once: finding the BLAS
+    libraries costs milliseconds, as much as a small fit), or None without
+    threadpoolctl."""
+    if not _controller:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # optional: the fit is the same, only possibly slower
+            _controller.append(None)
+        else:
+            _controller.append(ThreadpoolController())
+    return _controller[0]
 
 
 @contextlib.contextmanager
 def blas_threads(n: int | None) -> Iterator[None]:
-    """Limit BLAS to ``n`` threads inside the block (no-op if ``n`` is None
-    or threadpoolctl is not installed)."""
-    if n is None:
+    """Limit BLAS to ``n`` threads inside the block (no-op if ``n`` is None,
+    if an enclosing block already set ``n``, or without threadpoolctl)."""
+    controller = None if n is None else _blas_controller()
+    if controller is None or getattr(_state, "limit", None) == n:
         yield
         return
+    outer, _state.limit = getattr(_state, "limit", None), n
     try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # optional: the fit is the same, only possibly slower
-        yield
-        return
-    with threadpool_limits(limits=int(n), user_api="blas"):
-        yield
+        with controller.limit(limits=int(n), user_api="blas"):
+            yield
+    finally:
+        _state.limit = outer
 
 
 def single_blas_thread(fn):

@@ -20,6 +20,7 @@ from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .als import run_als
 from .em import run_em
 from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
+from .ops import design_matvec
 from .missing_em import run_missing
 from .options import SolverOptions
 from .problem import Problem, check_fit_rank
@@ -67,20 +68,21 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
-    with blas_threads(options.blas_threads):
+    if missing_fit is None:
+        missing_fit = (not problem.complete or problem.w is not None
+                       or problem.rows.size != problem.n_rows_in or problem.missing != "ml")
+    with blas_threads(options.blas_threads):   # everything, the final assembly too
         if not problem.complete or solver == "missing":
             run = run_missing(problem, k, options)
         else:
             core = run_als if solver == "als" else run_em
             run = core(problem.scaled(), k, options)
             if problem.w is not None:     # residuals of the caller's (unscaled) rows
-                run.Rt = problem.Yt - (problem.X @ run.theta[:, :, None])[..., 0]
+                run.Rt = problem.Yt - design_matvec(problem.X, run.theta)
+        fit = _assemble(run, problem, options, missing_fit)
     if not quiet:
         _warn(run, problem, options)
-    if missing_fit is None:
-        missing_fit = (not problem.complete or problem.w is not None
-                       or problem.rows.size != problem.n_rows_in or problem.missing != "ml")
-    return _assemble(run, problem, options, missing_fit), run.Rt
+    return fit, run.Rt
 
 
 #: Rotating F to canonical form may change the NLL by round-off; beyond this

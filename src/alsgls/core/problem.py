@@ -524,9 +524,9 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
         if x.shape[1] == 0:
             raise ValueError(f"{names[j]} has no columns; every equation needs a regressor")
     w = check_weights(weights, N0)
-    any_nan = bool(np.isnan(Ya).any())
-    rows = (np.arange(N0) if not any_nan and (w is None or (w > 0).all())
-            and not any(np.isnan(x).any() for x in (mats[:1] if shared else mats))
+    x_nan = (np.isnan(X3).any() if X3 is not None      # one pass over a (K, N, p) array
+             else any(np.isnan(x).any() for x in (mats[:1] if shared else mats)))
+    rows = (np.arange(N0) if not (np.isnan(Ya).any() or x_nan) and (w is None or (w > 0).all())
             else _nan_policy(Ya, mats, shared, w, missing, names.__getitem__, eq, notes,
                              nan_hint))
     Yr = Ya if rows.size == N0 else Ya[rows]
