@@ -207,9 +207,12 @@ def row_core_inverse(F: np.ndarray, D: np.ndarray, O: np.ndarray) -> np.ndarray:
 
 
 def row_core_solve(Linv: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``C_i^-1 b_i`` for every row from ``L_i^-1`` (n, k, k) and ``b`` (n, k):
-    with ``b_i = F_O' Psi_O^-1 r_i`` this is the posterior mean of the factors."""
-    return np.einsum("nji,nj->ni", Linv, np.einsum("nij,nj->ni", Linv, b))
+    """``C_i^-1 b_i`` for every row from ``L_i^-1`` (n, k, k) and ``b`` (n, k) or
+    (n, k, m): with ``b_i = F_O' Psi_O^-1 r_i`` this is the posterior mean of
+    the factors.  Two batched matmuls (``C_i^-1 = L_i^-T L_i^-1``)."""
+    if b.ndim == 2:
+        return row_core_solve(Linv, b[:, :, None])[:, :, 0]
+    return Linv.transpose(0, 2, 1) @ (Linv @ b)
 
 
 def covariance_parameters(K: int, k: int) -> int:

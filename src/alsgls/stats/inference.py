@@ -290,9 +290,8 @@ class DesignFactors:
         else:
             h = np.repeat(self.cov.F / np.sqrt(self.cov.D)[:, None], self.pmax, axis=0)
             W = self._Qn @ (h[:, :, None] * Y[:, None, :]).reshape(n, -1)
-            Wt = W.reshape(self.N, self.k, m).transpose(2, 0, 1)          # C_i^-1 w_i
-            W = np.stack([row_core_solve(self.row_core_inverse, w) for w in Wt],
-                         axis=2).reshape(self.N, -1)
+            W = row_core_solve(self.row_core_inverse,               # C_i^-1 w_i
+                               W.reshape(self.N, self.k, m)).reshape(self.N, -1)
         Z = (self._Qn.T @ W).reshape(n, self.k, m)
         return np.einsum("il,ilm->im", h, Z)
 
