@@ -142,6 +142,20 @@ class Problem:
         """``"equation 'label'"`` or ``"equation j"`` for messages."""
         return f"equation {self.labels[j]!r}" if self.labels else f"equation {j}"
 
+    def constant_columns(self) -> np.ndarray:
+        """(K, pmax) bool: the column is a non-zero constant over the equation's
+        observed rows (an intercept); reductions only, no copy of the data."""
+        X = self.X[:1] if self.shared else self.X
+        if self.O is None:
+            hi, lo, first = X.max(axis=1), X.min(axis=1), X[:, 0, :]
+        else:
+            obs = self.O[:, :, None] > 0
+            hi = np.where(obs, X, -np.inf).max(axis=1)
+            lo = np.where(obs, X, np.inf).min(axis=1)
+            first = hi
+        out = (hi == lo) & (first != 0) & np.isfinite(hi)
+        return np.broadcast_to(out, (self.K, self.pmax)) & self.mask
+
     # -- derived problems --------------------------------------------------------
     def scaled(self) -> "Problem":
         """The unweighted problem with ``sqrt(w_i)`` folded into the rows.

@@ -8,7 +8,7 @@ policy and the weights are applied by :class:`alsgls.SUR`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -46,9 +46,6 @@ class Equation:
         the union of their indexes).
     X : ndarray, shape (N, p)
         May be NaN in rows where ``y`` is missing.
-    has_constant : bool
-        Whether some column of X is a non-zero constant over its complete
-        rows (decided at construction).
     """
 
     label: str
@@ -56,10 +53,13 @@ class Equation:
     exog_names: tuple
     y: np.ndarray
     X: np.ndarray
-    has_constant: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "has_constant", _has_constant(self.X))
+    @property
+    def has_constant(self) -> bool:
+        """Whether some column of X is a non-zero constant over its complete rows
+        (the model decides R^2 centring from its validated problem instead:
+        :meth:`alsgls.core.problem.Problem.constant_columns`)."""
+        return _has_constant(self.X)
 
 
 def _as_float_nan_ok(a: Any, name: str, ndim: int) -> np.ndarray:

@@ -392,7 +392,7 @@ class SURResults:
     @cached_property
     def _tss(self) -> np.ndarray:
         Yt = self.problem.Yt
-        const = np.array([e.has_constant for e in self.model.equations])
+        const = self.problem.constant_columns().any(axis=1)
         Wt = self._row_w
         if Wt is None:
             centred = Yt - np.where(const, Yt.mean(axis=1), 0.0)[:, None]
