@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .fit_result import SolverRun
+from .fit_result import IterationRecord, SolverRun
 from .ops import (
     LOG_2PI,
     LowRankCovariance,
@@ -255,11 +255,8 @@ class _Progress:
     last_delta: float                 # NLL decrease of the last sweep (per row)
     prev_delta: float = np.inf
     ratios: list = field(default_factory=list)
-    cg: list = field(default_factory=list)
-    gaps: list = field(default_factory=list)
-    eig: list = field(default_factory=list)
-    backs: list = field(default_factory=list)
-    profile: list = field(default_factory=list)
+    gaps: list = field(default_factory=list)        # beta gap at each beta-step start
+    sweeps: list = field(default_factory=list)      # one IterationRecord per sweep
 
     def remaining(self) -> float:
         """Linear-rate extrapolation of the decrease still to come."""
@@ -272,11 +269,8 @@ class _Progress:
         r = self.ratios
         return k > 0 and len(r) >= 3 and (r[-1] > 3 * STALL_RATIO or min(r[-2:]) > STALL_RATIO)
 
-    def record(self, nll: float, cg: int, eig: int, backs: int, profile: int) -> None:
-        self.cg.append(cg)
-        self.eig.append(eig)
-        self.backs.append(backs)
-        self.profile.append(profile)
+    def record(self, nll: float, sweep: IterationRecord) -> None:
+        self.sweeps.append(sweep)
         self.prev_delta, self.last_delta = self.last_delta, max(self.trace[-1] - nll, 0.0)
         self.trace.append(nll)
 
@@ -339,14 +333,14 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
             e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
                                         eig_rtol)
             n_prof = 0
-        pr.record(st.nll, info.iterations, e_it, n_back, n_prof)
+        pr.record(st.nll, IterationRecord(cg_iterations=info.iterations, eig_iterations=e_it,
+                                          backtracks=n_back, profile_evaluations=n_prof))
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
         nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
         floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
-        diagnostics={"cg_iterations": pr.cg, "beta_gap": pr.gaps, "eig_iterations": pr.eig,
-                     "backtracks": pr.backs, "profile_evaluations": pr.profile})
+        iterations=pr.sweeps, beta_gap=pr.gaps)
 
 
 def _refresh_nll(st: _State, pr: _Progress) -> None:

@@ -107,27 +107,28 @@ def _canonical(run: SolverRun) -> tuple[np.ndarray, np.ndarray]:
 def _assemble(run: SolverRun, problem: Problem, options: SolverOptions,
               missing_fit: bool) -> GLSFit:
     """The public record from a core's outcome."""
-    n = len(run.trace) - 1
-    diag = run.diagnostics
     F, trace = _canonical(run)
+
+    def per_iteration(name: str) -> np.ndarray:
+        return np.array([getattr(r, name) for r in run.iterations], dtype=int)
+
     common = dict(
         B=problem.layout.unpad(run.theta), F=F,
-        D=np.array(run.D, dtype=np.float64), nll_trace=trace, n_iter=n,
+        D=np.array(run.D, dtype=np.float64), nll_trace=trace, n_iter=len(run.trace) - 1,
         converged=bool(run.converged), heywood=_heywood(run), method=run.method,
-        cg_iterations=np.asarray(diag.get("cg_iterations", np.zeros(n)), dtype=int),
-        beta_gap=np.asarray(diag.get("beta_gap", np.zeros(0)), dtype=float),
-        eig_iterations=np.asarray(diag.get("eig_iterations", np.zeros(n)), dtype=int),
-        backtracks=np.asarray(diag.get("backtracks", np.zeros(n)), dtype=int),
-        profile_evaluations=np.asarray(diag.get("profile_evaluations", np.zeros(n)),
-                                       dtype=int),
-        tol=options.tol)
+        cg_iterations=per_iteration("cg_iterations"),
+        beta_gap=np.asarray(run.beta_gap, dtype=float),
+        eig_iterations=per_iteration("eig_iterations"),
+        backtracks=per_iteration("backtracks"),
+        profile_evaluations=per_iteration("profile_evaluations"), tol=options.tol)
     if not missing_fit:
         return GLSFit(**common)
     return MissingGLSFit(
         **common, n_observed=problem.n_observed, rows=np.array(problem.rows),
         weights=None if problem.w is None else np.array(problem.w), missing=problem.missing,
-        quasi_newton=np.asarray(diag.get("quasi_newton", np.zeros(0)), dtype=int),
-        gap=float(diag.get("gap", np.nan)))
+        quasi_newton=(per_iteration("quasi_newton") if run.method == "em-missing"
+                      else np.zeros(0, dtype=int)),
+        gap=float(run.gap))
 
 
 def _heywood(run: SolverRun) -> np.ndarray:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve
 
-from .fit_result import SolverRun
+from .fit_result import IterationRecord, SolverRun
 from .ops import LOG_2PI, design_matvec, design_rmatvec, lawley_loadings
 from .options import SolverOptions
 from .problem import Problem
@@ -147,11 +147,9 @@ def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
             break
     beta, F, D = state
     Rt = prob.residuals(beta)
-    n = len(trace) - 1
     return SolverRun(
         theta=prob.theta(beta), F=F, D=D, Rt=Rt, trace=trace, converged=converged,
         nll_at=lambda Fr: _dense_nll(Rt @ Rt.T / N, Fr, D),
         floor=d_floor * np.einsum("kn,kn->k", Rt, Rt) / N, method="em",
         note=f"last NLL decrease per row and equation {last / K:.2e}",
-        diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),
-                     "backtracks": backs})
+        iterations=[IterationRecord(backtracks=b) for b in backs])

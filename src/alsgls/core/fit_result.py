@@ -11,7 +11,20 @@ import numpy as np
 from .ops import LowRankCovariance
 from .problem import as_float_matrix
 
-__all__ = ["GLSFit", "MissingGLSFit", "SolverRun"]
+__all__ = ["GLSFit", "MissingGLSFit", "SolverRun", "IterationRecord"]
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """Diagnostics of one iteration of a core (an ALS sweep, a dense-EM cycle or
+    a missing-data iteration); the fields of :class:`GLSFit` of the same names
+    are these records side by side."""
+
+    cg_iterations: int = 0          # CG steps of the ALS beta-step
+    eig_iterations: int = 0         # subspace iterations of the ALS factor step
+    backtracks: int = 0             # step proposals rejected before the accepted one
+    profile_evaluations: int = 0    # L-BFGS-B evaluations of the ALS profile likelihood
+    quasi_newton: int = 0           # 1: an L-BFGS-B iteration of the missing-data core
 
 
 @dataclass
@@ -41,10 +54,12 @@ class SolverRun:
     nll_at : callable, optional
         ``F' -> NLL per row at (theta, F', D)``: checks that rotating the
         loadings to canonical form leaves the likelihood unchanged.
-    diagnostics : dict
-        Per-iteration arrays named like the :class:`GLSFit` fields
-        (``cg_iterations``, ``beta_gap``, ``eig_iterations``, ``backtracks``,
-        and for the missing-data core ``quasi_newton``, ``gap``).
+    iterations : list of IterationRecord
+        One record per iteration (``len(trace) - 1`` of them).
+    beta_gap : list of float
+        ALS: the beta gap at the start of each beta-step and at exit.
+    gap : float
+        Missing-data core: the certified gap at the returned point.
     """
 
     theta: np.ndarray
@@ -58,7 +73,9 @@ class SolverRun:
     unit: str = "iteration"
     note: str = ""
     nll_at: Any = None
-    diagnostics: dict = field(default_factory=dict)
+    iterations: list = field(default_factory=list)
+    beta_gap: list = field(default_factory=list)
+    gap: float = float("nan")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .fit_result import SolverRun
+from .fit_result import IterationRecord, SolverRun
 from .ops import LOG_2PI, lawley_loadings, row_core_inverse, top_eigenpairs, triangular_inverse
 from .options import SolverOptions
 from .problem import Problem
@@ -482,11 +482,10 @@ def run_missing(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     x0 = initial_point(prob, s, np.random.default_rng(options.random_state))
     res = accelerated_em(prob, x0, options.tol, options.iterations("missing"), method)
     theta, F, D = res.x
-    n = len(res.trace) - 1
     return SolverRun(
         theta=theta, F=F, D=D, Rt=prob.residuals(theta) * prob.O, trace=res.trace,
         nll_at=lambda Fr: prob.estep(theta, Fr, D).nll,
         converged=res.converged, floor=prob.floor, method="em-missing",
         note=f"estimated NLL gap {res.gap:.2e}, EM decrement {res.decrement:.2e} per row",
-        diagnostics={"cg_iterations": np.zeros(n, int), "eig_iterations": np.zeros(n, int),
-                     "backtracks": res.rejected, "quasi_newton": res.qn, "gap": float(res.gap)})
+        iterations=[IterationRecord(backtracks=b, quasi_newton=q)
+                    for b, q in zip(res.rejected, res.qn)], gap=float(res.gap))
