@@ -41,6 +41,7 @@ from alsgls import (
     IdentificationWarning,
     MissingDataWarning,
     als_gls,
+    als_gls_missing,
     em_gls,
     fit_missing,
     select_rank,
@@ -718,7 +719,7 @@ def test_em_gls_refuses_anderson_and_names_its_alternatives():
         em_gls(Xs, Y, 1, accelerate="anderson")
     Yn = Y.copy()
     Yn[0, 0] = np.nan
-    with pytest.raises(ValueError, match="em_gls needs complete responses"):
+    with pytest.raises(ValueError, match="em_gls needs complete data"):
         em_gls(Xs, Yn, 1)
     with pytest.raises(TypeError, match="accelerate"):
         als_gls(Xs, Y, 1, accelerate=True)      # not an ALS option
@@ -761,3 +762,73 @@ def test_glsnormal_operator_equals_the_dense_information():
     for op in (GLSNormalOperator(prob.X, prob.p, fit.cov),
                GLSNormalOperator(prob.X, prob.p, fit.cov, prob.gram)):
         np.testing.assert_allclose(op @ np.eye(A.shape[0]), A, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------
+# 13. second review: 0.1 behaviours kept
+# --------------------------------------------------------------------------
+
+def test_random_state_accepts_none_and_generators():
+    Xs, Y = _system()
+    for rs in (None, np.random.default_rng(3), np.random.SeedSequence(4)):
+        assert als_gls(Xs, Y, 1, random_state=rs).converged
+    assert _estimator()(rank=1, random_state=None).fit(Xs[0], Y).rank_ == 1
+    with pytest.raises(TypeError, match="random_state"):
+        als_gls(Xs, Y, 1, random_state=np.random.RandomState(0))
+
+
+def test_als_gls_missing_routes_both_limits_as_in_0_1():
+    """0.1 let one call carry both limits: max_sweeps for the balanced fit,
+    max_iter for the missing-data fit."""
+    Xs, Y = _system()
+    with pytest.warns(DeprecationWarning, match="max_sweeps"):
+        fit = als_gls_missing(Xs, Y, 1, max_sweeps=300, max_iter=1)
+    assert fit.converged and fit.method == "als"
+    with pytest.warns(DeprecationWarning), pytest.warns(alsgls.ConvergenceWarning):
+        fit = als_gls_missing(Xs, _with_nan(Y), 1, max_sweeps=300, max_iter=1)
+    assert fit.n_iter == 1 and fit.method == "em-missing"
+
+
+def test_split_old_modules_export_their_0_1_names_only():
+    import importlib
+
+    with pytest.warns(DeprecationWarning):
+        import alsgls.missing as old
+    ns: dict = {}
+    exec("from alsgls.missing import *", ns)
+    assert {"fit_missing", "MissingGLSFit", "MissingDataWarning"} <= set(ns)
+    assert "em_gls" not in ns and not hasattr(old, "Problem")
+    importlib.reload(old)                       # the alias keeps a spec of its own
+
+
+def test_dense_em_refuses_anderson_through_sur_too():
+    Xs, Y = _system()
+    with pytest.raises(ValueError, match="anderson"):
+        SUR.from_arrays(Xs, Y, rank=1).fit(method="em", accelerate="anderson")
+
+
+def test_take_accepts_masks_and_refuses_empty_subsets():
+    from alsgls.core.problem import build_problem
+
+    Xs, Y = _system()
+    prob = build_problem(Xs, Y, weights=np.linspace(0.5, 2.0, Y.shape[0]))
+    mask = np.arange(Y.shape[0]) % 3 > 0
+    a, b = prob.take(mask), prob.take(np.flatnonzero(mask))
+    np.testing.assert_array_equal(a.Yt, b.Yt)
+    assert np.isclose(a.w.mean(), 1.0)
+    with pytest.raises(ValueError, match="non-empty"):
+        prob.take(np.zeros(0, dtype=int), check=False)
+    with pytest.raises(ValueError, match="complete responses"):
+        build_problem(Xs, _with_nan(Y), weights=np.ones(Y.shape[0])).scaled()
+
+
+def test_a_fit_pickled_before_profile_evaluations_loads():
+    import pickle
+
+    Xs, Y = _system()
+    fit = als_gls(Xs, Y, 1)
+    old_state = {k: v for k, v in vars(fit).items() if k != "profile_evaluations"}
+    clone = object.__new__(type(fit))
+    clone.__setstate__(old_state)
+    assert clone.profile_evaluations.size == 0 and clone.nll == fit.nll
+    assert pickle.loads(pickle.dumps(fit)).n_iter == fit.n_iter

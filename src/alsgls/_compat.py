@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import importlib.abc
 import importlib.machinery
+import importlib.util
 import sys
 import types
 
@@ -34,18 +35,38 @@ MOVED = {
 }
 
 
+#: the public names of each split module in 0.1 (``__all__`` first, then its
+#: documented constants); nothing else is found through the old path
+SPLIT_NAMES = {
+    "als": (("als_gls",), ("OVERSAMPLE", "DENSE_EIG_LIMIT", "EIG_RTOL", "EIG_RTOL_MAX",
+                           "CG_BUDGET", "POLISH", "ANDERSON_M", "ANDERSON_MAX_STEP",
+                           "STALL_RATIO")),
+    "em": (("em_gls",), ()),
+    "missing": (("MissingGLSFit", "MissingDataWarning", "als_gls_missing", "fit_missing",
+                 "observed_nll_per_row", "impute"), ("ACCELERATORS", "MISSING_POLICIES")),
+}
+
+
 class _SplitModule(types.ModuleType):
-    """An old module whose names now live in several modules."""
+    """An old module whose names now live in several modules: it offers the
+    0.1 public names (:data:`SPLIT_NAMES`), found where they live now."""
 
     def __init__(self, name: str, targets: tuple) -> None:
         super().__init__(name, f"Moved: see {', '.join(t.__name__ for t in targets)}.")
+        exported, constants = SPLIT_NAMES[name.rpartition(".")[2]]
+        self.__all__ = list(exported)
+        self._names = set(exported) | set(constants)
         self._targets = targets
 
     def __getattr__(self, attr: str):
-        for mod in self._targets:
-            if hasattr(mod, attr):
-                return getattr(mod, attr)
+        if attr in self.__dict__.get("_names", ()):
+            for mod in self._targets:
+                if hasattr(mod, attr):
+                    return getattr(mod, attr)
         raise AttributeError(f"module {self.__name__!r} has no attribute {attr!r}")
+
+    def __dir__(self) -> list:
+        return sorted(self._names)
 
 
 def old_module(name: str) -> types.ModuleType:
@@ -57,19 +78,29 @@ def old_module(name: str) -> types.ModuleType:
     return targets[0] if len(targets) == 1 else _SplitModule(f"alsgls.{name}", targets)
 
 
+#: the own specs of the moved modules, kept when the import machinery
+#: overwrites them with the alias's (``import alsgls.system``, reload)
+_OWN_SPECS: dict = {}
+
+
 class _Alias(importlib.abc.Loader):
     def __init__(self, name: str) -> None:
         self.name = name
 
     def create_module(self, spec):
         module = old_module(self.name)
-        self.spec = getattr(module, "__spec__", None)
+        if not isinstance(module, _SplitModule):
+            _OWN_SPECS.setdefault(module.__name__, module.__spec__)
         return module
 
     def exec_module(self, module) -> None:
-        # already executed under its new name; the import machinery has just
-        # overwritten __spec__ with the alias's: give the module its own back
-        module.__spec__ = self.spec
+        # a moved module was executed under its new name; the import machinery
+        # (or importlib.reload) has just given it the alias's name and spec:
+        # give it its own back.  A split module keeps the alias spec: it is its own.
+        if not isinstance(module, _SplitModule):
+            real = f"alsgls.{MOVED[self.name][0]}"
+            module.__name__ = real
+            module.__spec__ = _OWN_SPECS.get(real) or importlib.util.find_spec(real)
 
 
 class _MovedFinder(importlib.abc.MetaPathFinder):

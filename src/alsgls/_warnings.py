@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
 import sys
 import warnings
@@ -19,7 +20,7 @@ __all__ = ["warn"]
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 #: Standard-library plumbing between the package's frames (``cached_property``,
 #: context managers, decorators): never the user's line.
-_PLUMBING = {os.path.abspath(m.__file__) for m in (functools, contextlib)}
+_PLUMBING = {os.path.abspath(m.__file__) for m in (functools, contextlib, importlib)}
 
 
 def _internal(filename: str) -> bool:

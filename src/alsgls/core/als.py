@@ -196,6 +196,8 @@ def _profile_lbfgs(
     eig_total = [0]
 
     def profile(x: np.ndarray):
+        if not np.all(x < 700.0):   # a trial step of L-BFGS-B far out: no finite value
+            return np.inf, np.zeros_like(x)
         D = np.exp(x)
         lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter)
         eig_total[0] += it

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .._warnings import warn
 from ..exceptions import MissingDataWarning  # noqa: F401  (re-exported: alsgls.missing of 0.1)
 from .dispatch import fit_problem
 from .fit_result import GLSFit, MissingGLSFit
@@ -133,10 +134,10 @@ def als_gls(
     unknown = sorted(set(deprecated) - {"max_sweeps"})
     if unknown:
         raise TypeError(f"als_gls got unexpected keyword argument(s) {unknown}")
-    options = solver_options(tol=tol, max_iter=max_iter, cg_maxiter=cg_maxiter,
-                             eig_maxiter=eig_maxiter, d_floor=d_floor,
+    options = solver_options(None, "als_gls", tol=tol, max_iter=max_iter,
+                             cg_maxiter=cg_maxiter, eig_maxiter=eig_maxiter, d_floor=d_floor,
                              random_state=random_state, blas_threads=blas_threads,
-                             where="als_gls", **deprecated)
+                             **deprecated)
     problem = build_problem(Xs, Y, weights=weights, missing=missing)
     return fit_problem(problem, k, options, solver="als")[0]
 
@@ -189,13 +190,11 @@ def em_gls(
     >>> em_gls(Xs, Y, k=1).converged
     True
     """
-    if accelerate not in (True, False, "squarem", "em"):
-        raise ValueError("accelerate must be True or 'squarem' (SQUAREM), or False or 'em' "
-                         f"(plain EM) for em_gls, got {accelerate!r}")
     options = solver_options(tol=tol, max_iter=max_iter, d_floor=d_floor,
                              accelerate=accelerate, blas_threads=blas_threads)
     problem = build_problem(Xs, Y, missing="raise", nan_hint=(    # the dense reference
-        "em_gls needs complete responses: use als_gls or fit_missing for missing ones"))
+        "em_gls needs complete data (no NaN in Y or Xs): use als_gls or fit_missing "
+        "for missing responses"))
     return fit_problem(problem, k, options, solver="em", missing_fit=False)[0]
 
 
@@ -315,7 +314,9 @@ def als_gls_missing(
         Solver options (:class:`~alsgls.core.options.SolverOptions`): ``tol,
         max_iter, cg_maxiter, eig_maxiter, d_floor, random_state,
         blas_threads, accelerate``; each applies to the path that uses it
-        and every one is validated.
+        and every one is validated.  As in 0.1, ``max_sweeps`` (deprecated)
+        and ``max_iter`` may both be given: then ``max_sweeps`` limits the
+        balanced fit and ``max_iter`` the missing-data fit.
 
     Returns
     -------
@@ -334,8 +335,14 @@ def als_gls_missing(
     >>> als_gls_missing(Xs, Y, k=1, missing="drop").rows.size
     150
     """
-    opts = solver_options(where="als_gls_missing", **options)
     problem = build_problem(Xs, Y, weights=weights, missing=missing)
+    if "max_sweeps" in options and options.get("max_iter") is not None:
+        # 0.1 routed max_sweeps to the balanced fit and max_iter to the EM
+        sweeps, iters = options.pop("max_sweeps"), options.pop("max_iter")
+        warn("max_sweeps= is deprecated; use max_iter= (the same meaning)",
+             DeprecationWarning)
+        options["max_iter"] = sweeps if problem.complete else iters
+    opts = solver_options(None, "als_gls_missing", **options)
     return fit_problem(problem, k, opts, solver="als", missing_fit=True)[0]
 
 

@@ -67,6 +67,10 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if solver == "em" and problem.complete and options.accelerate == "anderson":
+        raise ValueError("accelerate='anderson' is for the missing-data EM; the dense EM "
+                         "accelerates with SQUAREM (accelerate=True or 'squarem') or not "
+                         "at all (False or 'em')")
     k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
     if missing_fit is None:
         missing_fit = (not problem.complete or problem.w is not None
@@ -85,22 +89,14 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     return fit, run.Rt
 
 
-#: Rotating F to canonical form may change the NLL by round-off; beyond this
-#: (relative) the solver's rotation is kept (see :class:`GLSFit`, attribute F).
-ROTATION_RTOL = 1e-13
-
-
 def _canonical(run: SolverRun) -> tuple[np.ndarray, np.ndarray]:
-    """Canonical loadings and the NLL trace ending at the NLL of the returned point."""
+    """Canonical loadings, and the NLL trace ending at the NLL of the returned
+    point when the rotation lowered it (the rotation changes ``F F'`` only by
+    round-off; the trace stays non-increasing)."""
     trace = np.asarray(run.trace, dtype=np.float64)
     F = canonical_loadings(run.F, run.D)
-    if run.nll_at is None or F.shape[1] == 0:
-        return F, trace
-    v = float(run.nll_at(F))
-    if v <= trace[-1]:
-        trace[-1] = v
-    elif v > trace[-1] + ROTATION_RTOL * abs(trace[-1]):
-        F = np.array(run.F, dtype=np.float64)  # a Heywood point: keep the solver's rotation
+    if run.nll_at is not None and F.shape[1] > 0:
+        trace[-1] = min(trace[-1], float(run.nll_at(F)))
     return F, trace
 
 
@@ -140,10 +136,14 @@ def _warn(run: SolverRun, problem: Problem, options: SolverOptions) -> None:
     """Convergence and Heywood warnings, attributed to the user's line."""
     if not run.converged:
         n = len(run.trace) - 1
-        core = {"em-missing": "missing"}.get(run.method, run.method)
-        warn(f"the {_NAMES[run.method]} solver stopped after {n} {run.unit}s "
-             f"(max_iter={options.iterations(core)}) without meeting tol={options.tol:g} "
-             f"({run.note}); raise max_iter or loosen tol", ConvergenceWarning)
+        limit = options.iterations({"em-missing": "missing"}.get(run.method, run.method))
+        why = (f"reached max_iter={limit} {run.unit}s" if n >= limit else
+               f"stopped after {n} {run.unit}s, before max_iter={limit}, when no step "
+               "decreased the NLL any more (the tolerance is below what round-off "
+               "allows here)")
+        warn(f"the {_NAMES[run.method]} solver {why} without meeting tol={options.tol:g} "
+             f"({run.note}); " + ("raise max_iter or loosen tol" if n >= limit
+                                  else "loosen tol"), ConvergenceWarning)
     heywood = _heywood(run)
     if run.F.shape[1] > 0 and heywood.any():
         idx = np.flatnonzero(heywood)

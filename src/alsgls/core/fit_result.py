@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .ops import LowRankCovariance
+from .._warnings import warn
+from .ops import CoefficientLayout, LowRankCovariance
 from .problem import as_float_matrix
 
 __all__ = ["GLSFit", "MissingGLSFit", "SolverRun", "IterationRecord"]
@@ -90,11 +91,7 @@ class GLSFit:
     F : ndarray, shape (K, k)
         Loadings in the canonical rotation: ``F' diag(D)^-1 F`` diagonal and
         decreasing, largest-magnitude entry of each column positive.  Only
-        ``F F'`` is identified; compare that, never ``F`` itself.  Exception:
-        at a Heywood point (some ``D_j`` on its floor) the likelihood can be
-        sensitive to the last bits of ``F``; when the rotation would raise the
-        NLL by more than round-off (1e-13 relative) the solver's own rotation is
-        returned, so that ``nll`` is always the NLL at the returned parameters.
+        ``F F'`` is identified; compare that, never ``F`` itself.
     D : ndarray, shape (K,)
         Idiosyncratic (noise) variances.
     nll_trace : ndarray, shape (n_iter + 1,)
@@ -147,7 +144,13 @@ class GLSFit:
     eig_iterations: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     backtracks: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     tol: float = float("nan")
-    profile_evaluations: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    profile_evaluations: np.ndarray = field(default_factory=lambda: np.zeros(0, int),
+                                            kw_only=True)
+
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, also a fit pickled by alsgls 0.1 (before ``profile_evaluations``)."""
+        state.setdefault("profile_evaluations", np.zeros(0, int))
+        self.__dict__.update(state)
 
     @property
     def nll(self) -> float:
@@ -240,6 +243,21 @@ class MissingGLSFit(GLSFit):
     missing: str = "ml"
     quasi_newton: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     gap: float = float("nan")
+
+
+def unpad_coefficients(theta: np.ndarray, p: np.ndarray) -> list:
+    """Deprecated (0.1): ``CoefficientLayout(p).unpad(theta)``."""
+    warn("unpad_coefficients is deprecated; use alsgls.core.ops.CoefficientLayout(p).unpad",
+         DeprecationWarning)
+    return CoefficientLayout(p).unpad(theta)
+
+
+def pad_coefficients(B: list, pmax: int) -> np.ndarray:
+    """Deprecated (0.1): ``CoefficientLayout(p).pad(B)`` (zero-padded to ``pmax``)."""
+    warn("pad_coefficients is deprecated; use alsgls.core.ops.CoefficientLayout(p).pad",
+         DeprecationWarning)
+    theta = CoefficientLayout([np.size(b) for b in B]).pad(B)
+    return np.pad(theta, ((0, 0), (0, pmax - theta.shape[1])))
 
 
 def canonical_loadings(F: np.ndarray, D: np.ndarray) -> np.ndarray:

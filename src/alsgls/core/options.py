@@ -15,6 +15,8 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from .._warnings import warn
 
 __all__ = ["SolverOptions", "solver_options", "check_integer", "ACCELERATORS",
@@ -55,6 +57,18 @@ def check_integer(name: str, value: Any, *, minimum: int = 0,
     return int(value)
 
 
+def _seed(value: Any) -> Any:
+    """``random_state``: what ``numpy.random.default_rng`` takes, checked."""
+    if value is None or isinstance(value, (np.random.Generator, np.random.SeedSequence,
+                                           np.random.BitGenerator)):
+        return value
+    if isinstance(value, np.random.RandomState):
+        raise TypeError("random_state must be a non-negative integer, None or a "
+                        "numpy.random.Generator; a legacy RandomState is not supported "
+                        "(pass an integer drawn from it)")
+    return check_integer("random_state", value)
+
+
 def _count(name: str, value: Any, *, allow_none: bool = False) -> int | None:
     return check_integer(name, value, minimum=1, allow_none=allow_none)
 
@@ -76,8 +90,10 @@ class SolverOptions:
         Subspace iterations per ALS factor step.
     d_floor : float, default 1e-6
         Relative floor ``D_j >= d_floor * s_j``, in (0, 1).
-    random_state : int, default 0
-        Seed of the random starts of the eigensolvers (non-negative).
+    random_state : int, None or numpy.random.Generator, default 0
+        Seed of the random starts of the eigensolvers: a non-negative integer
+        (reproducible), a ``Generator`` / ``SeedSequence`` / ``BitGenerator``,
+        or None (fresh entropy, as in scikit-learn).
     blas_threads : int or None, default 1
         BLAS threads inside the fit (threadpoolctl); None leaves them alone.
     accelerate : bool or {"anderson", "squarem", "em"}, default True
@@ -100,7 +116,7 @@ class SolverOptions:
     cg_maxiter: int = 500
     eig_maxiter: int = 100
     d_floor: float = 1e-6
-    random_state: int = 0
+    random_state: Any = 0
     blas_threads: int | None = 1
     accelerate: bool | str = True
 
@@ -111,9 +127,10 @@ class SolverOptions:
         set_(self, "cg_maxiter", _count("cg_maxiter", self.cg_maxiter))
         set_(self, "eig_maxiter", _count("eig_maxiter", self.eig_maxiter))
         set_(self, "d_floor", _positive_real("d_floor", self.d_floor, upper=1.0))
-        set_(self, "random_state", check_integer("random_state", self.random_state))
+        set_(self, "random_state", _seed(self.random_state))
         set_(self, "blas_threads", _count("blas_threads", self.blas_threads, allow_none=True))
-        acc = self.accelerate
+        acc = bool(self.accelerate) if isinstance(self.accelerate, np.bool_) else self.accelerate
+        set_(self, "accelerate", acc)
         if not (isinstance(acc, bool) or (isinstance(acc, str) and acc in ACCELERATORS)):
             raise ValueError(f"accelerate must be True, False or one of {ACCELERATORS}, "
                              f"got {acc!r}")
@@ -130,7 +147,7 @@ class SolverOptions:
 _FIELDS = frozenset(f.name for f in dataclasses.fields(SolverOptions))
 
 
-def solver_options(options: SolverOptions | None = None, /, *, where: str = "the solver",
+def solver_options(options: SolverOptions | None = None, where: str = "the solver", /,
                    **kwargs: Any) -> SolverOptions:
     """Build the options record from keywords, at a public boundary.
 

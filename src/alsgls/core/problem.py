@@ -166,6 +166,9 @@ class Problem:
         """
         if self.w is None:
             return self
+        if self.O is not None:
+            raise ValueError("scaled() is for complete responses: with missing ones the "
+                             "weights enter the observed-data likelihood row by row")
         sw = np.sqrt(self.w)
         X = (np.broadcast_to(self.X[0] * sw[:, None], self.X.shape) if self.shared
              else self.X * sw[None, :, None])            # a shared design stays one array
@@ -184,6 +187,14 @@ class Problem:
         ``what`` names the subset in messages.
         """
         rows = np.asarray(rows)
+        if rows.dtype == bool:
+            if rows.shape != (self.N,):
+                raise ValueError(f"a boolean rows mask must have shape ({self.N},), "
+                                 f"got {rows.shape}")
+            rows = np.flatnonzero(rows)
+        if rows.ndim != 1 or not np.issubdtype(rows.dtype, np.integer) or rows.size == 0:
+            raise ValueError("rows must be a non-empty 1-D array of row positions or a "
+                             f"boolean mask of length N={self.N}")
         X = (np.broadcast_to(self.X[0, rows], (self.K, rows.size, self.pmax))
              if self.shared else self.X[:, rows])
         O = None if self.O is None or self.O[:, rows].all() else self.O[:, rows]
@@ -318,6 +329,8 @@ def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarr
     one design is shared by every equation, and the caller's 3-D array if any."""
     if (isinstance(Xs, np.ndarray) or hasattr(Xs, "to_numpy")) and np.ndim(Xs) == 2:
         x = as_float_matrix(Xs, "Xs", 2, allow_nan=True)      # one design (a DataFrame too)
+        if names[0] == "Xs[0]":
+            names[:] = ["Xs (the design shared by every equation)"] * len(names)
         return [x] * len(names), True, None
     if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
         X3 = np.ascontiguousarray(as_float_matrix(Xs, "Xs", 3, allow_nan=True))

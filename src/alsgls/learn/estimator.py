@@ -305,6 +305,13 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self.random_state = random_state
         self.max_sweeps = max_sweeps
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickle, also an estimator pickled by alsgls 0.1 (``max_sweeps``, no
+        ``max_iter``): its sweep limit becomes ``max_iter``."""
+        if "max_iter" not in state:
+            state["max_iter"], state["max_sweeps"] = state.pop("max_sweeps", None), None
+        super().__setstate__(state)
+
     # ------------------------------------------------------------------ tags
     def __sklearn_tags__(self) -> Any:
         """Multi-output only; ``Y`` required (scikit-learn >= 1.6)."""
@@ -368,7 +375,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         kw = {"tol": self.tol, "max_iter": self.max_iter, "random_state": self.random_state}
         if self.max_sweeps is not None:     # the deprecated spelling
             kw["max_sweeps"] = self.max_sweeps
-        return solver_options(where="ALSGLS", **kw)
+        return solver_options(None, "ALSGLS", **kw)
 
     def _problem(self, X: Any, Y: Any) -> Problem:
         """Validate ``(X, Y)`` once: the one problem every later step uses."""

@@ -343,15 +343,20 @@ def _cross_validation(data: Problem, kmax: int, n_folds: int,
     if n_folds > N:
         raise ValueError(f"n_folds must be between 2 and N={N}, got {n_folds}")
     folds = np.array_split(np.random.default_rng(options.random_state).permutation(N), n_folds)
-    # a training fold is fitted on, so its Gram matrices are checked; a test
-    # fold is only evaluated on
-    splits = [(data.take(np.setdiff1d(np.arange(N), test), f"the training rows of CV fold {i}"),
-               data.take(test, check=False)) for i, test in enumerate(folds)]
+    checked: set = set()
 
     def score(k: int) -> float:
+        # folds are formed when used (one fold's copy of the data at a time); a
+        # training fold is fitted on, so its Gram matrices are checked the first
+        # time; a test fold is only evaluated on
         total = 0.0
-        for train, test in splits:
+        for i, rows in enumerate(folds):
+            train = data.take(np.setdiff1d(np.arange(N), rows),
+                              f"the training rows of CV fold {i}", check=i not in checked)
+            checked.add(i)
             fit, _ = _quiet_fit(train, k, options)
+            del train
+            test = data.take(rows, check=False)
             Rt = test.Yt - design_matvec(test.X, test.layout.pad(fit.B))
             total += fit.cov.nll_per_row(Rt) * test.N
         return total / N
@@ -448,7 +453,7 @@ def select_rank(
     >>> select_rank(Xs, Y).rank
     3
     """
-    options = solver_options(tol=tol, random_state=random_state, where="select_rank")
+    options = solver_options(None, "select_rank", tol=tol, random_state=random_state)
     return select_rank_problem(build_problem(Xs, Y, missing="raise"), method=method,
                                max_rank=max_rank, n_folds=n_folds, options=options)
 

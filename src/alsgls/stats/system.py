@@ -500,7 +500,7 @@ class SUR:
         debiased = check_debiased(debiased)
         if method not in SOLVERS[:2]:
             raise ValueError(f"method must be 'als' or 'em', got {method!r}")
-        options = solver_options(tol=tol, max_iter=max_iter, where="SUR.fit",
+        options = solver_options(None, "SUR.fit", tol=tol, max_iter=max_iter,
                                  **solver_options_)
         if self.rank == self.K - 1 and self.K > 1:
             self._check_bounded()
