@@ -104,3 +104,16 @@ def test_gls_gradient_matches_dense(rng, cov):
     op = BlockDesignOperator(data.X, data.p)
     np.testing.assert_allclose(g[op.layout.eq, op.layout.col], dense, rtol=1e-10, atol=1e-12)
     assert np.all(g[~data.mask] == 0)
+
+
+def test_nll_rows_is_the_dense_gaussian_log_density(rng):
+    """Per-row NLL against scipy's dense multivariate normal; it sums to
+    nll_per_row times N."""
+    from scipy.stats import multivariate_normal
+
+    F, D = rng.standard_normal((6, 2)), rng.uniform(0.5, 2.0, 6)
+    cov = LowRankCovariance(F, D)
+    Rt = rng.standard_normal((6, 40))
+    dense = -multivariate_normal(np.zeros(6), cov.to_dense()).logpdf(Rt.T)
+    np.testing.assert_allclose(cov.nll_rows(Rt), dense, rtol=1e-12)
+    np.testing.assert_allclose(cov.nll_rows(Rt).sum(), 40 * cov.nll_per_row(Rt), rtol=1e-12)

@@ -149,6 +149,13 @@ class LowRankCovariance:
         Z = self.G.T @ Rt
         return float(rowsq @ (1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
 
+    def nll_rows(self, Rt: np.ndarray) -> np.ndarray:
+        """Gaussian negative log-likelihood of each row of residuals ``Rt`` (K, N):
+        ``1/2 [K log 2 pi + log|Sigma| + r_i' Sigma^-1 r_i]``, shape (N,)."""
+        Z = self.G.T @ Rt
+        quad = np.einsum("kn,kn,k->n", Rt, Rt, 1.0 / self.D) - np.einsum("ln,ln->n", Z, Z)
+        return 0.5 * (self.K * LOG_2PI + self.logdet + quad)
+
     def nll_per_row(self, Rt: np.ndarray, rowsq: np.ndarray | None = None) -> float:
         """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)
         (``rowsq`` as in :meth:`quad_form_total`)."""

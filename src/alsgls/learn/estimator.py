@@ -607,11 +607,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         Ya = as_float_matrix(Y, "Y")
         if Ya.shape != mean.shape:
             raise ValueError(f"Y must have shape {mean.shape}, got {Ya.shape}")
-        cov = self.get_covariance()
-        R = Ya - mean
-        Z = R @ cov.G
-        quad = np.einsum("nk,nk,k->n", R, R, 1.0 / cov.D) - np.einsum("nk,nk->n", Z, Z)
-        return -0.5 * (cov.K * LOG_2PI + cov.logdet + quad)
+        return -self.get_covariance().nll_rows((Ya - mean).T)
 
     def log_likelihood(self, X: Any, Y: Any) -> float:
         """Total Gaussian log-likelihood of ``Y`` given ``X`` (sum over rows).
