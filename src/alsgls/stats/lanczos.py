@@ -2,7 +2,7 @@
 
 The strategy :class:`LanczosCorrection` of
 :class:`alsgls.stats.inference.GLSCovariance`; it uses only the public
-operators of :class:`alsgls.stats.inference.DesignFactors` (``apply_M``,
+operators of :class:`alsgls.stats.factors.DesignFactors` (``apply_M``,
 ``M_diag``, ``tt``, ``T``, ``mask``); notation as in
 :mod:`alsgls.stats.inference`.
 
@@ -50,7 +50,7 @@ from ..exceptions import ConvergenceWarning
 from .hypothesis import check_fraction
 
 if TYPE_CHECKING:
-    from .inference import DesignFactors
+    from .factors import DesignFactors
 
 __all__ = ["LanczosCorrection", "EigenCorrectionInfo", "SolveInfo", "check_options"]
 
