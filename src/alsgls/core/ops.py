@@ -373,13 +373,19 @@ def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
     """Fitted values ``U[j] = X_j theta_j``: (K, N, p) x (K, p) -> (K, N).
 
     A stacked matmul: one pass over X (5x faster than the equivalent einsum;
-    each item is far below OpenBLAS's threading threshold).
+    each item is far below OpenBLAS's threading threshold).  A design shared
+    by every equation (a zero-stride view) is one GEMM ``theta X0'``.
     """
+    if X.strides[0] == 0 and X.shape[0] > 1:
+        return theta[:, : X.shape[2]] @ X[0].T
     return (X @ theta[:, :, None])[:, :, 0]
 
 
 def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
-    """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p)."""
+    """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p); one GEMM
+    ``W X0`` for a design shared by every equation (a zero-stride view)."""
+    if X.strides[0] == 0 and X.shape[0] > 1:
+        return W @ X[0]
     return (W[:, None, :] @ X)[:, 0, :]
 
 
@@ -392,9 +398,17 @@ def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray) -> np.nd
     """
     g = design_rmatvec(X, Rt) / cov.D[:, None]
     if cov.k:
-        H = X.transpose(0, 2, 1) @ (cov.G.T @ Rt).T           # (K, p, k)
-        g -= np.einsum("kpl,kl->kp", H, cov.G)
+        g -= _low_rank_part(X, cov.G, cov.G.T @ Rt)
     return g
+
+
+def _low_rank_part(X: np.ndarray, G: np.ndarray, Z: np.ndarray) -> np.ndarray:
+    """``(X_j' Z') G_j'`` for every equation, ``Z`` (k, N): (K, p).  One stacked
+    pass over X, or two small GEMMs for a design shared by every equation."""
+    if X.strides[0] == 0 and X.shape[0] > 1:
+        return G @ (X[0].T @ Z.T).T
+    H = X.transpose(0, 2, 1) @ Z.T                            # (K, p, k)
+    return np.einsum("kpl,kl->kp", H, G)
 
 
 def normal_matvec(
@@ -411,8 +425,7 @@ def normal_matvec(
     U = design_matvec(X, V)
     Av = (gram @ V[:, :, None])[:, :, 0] / cov.D[:, None]
     if cov.k:
-        H = X.transpose(0, 2, 1) @ (cov.G.T @ U).T            # (K, p, k)
-        Av -= np.einsum("kpl,kl->kp", H, cov.G)
+        Av -= _low_rank_part(X, cov.G, cov.G.T @ U)
     return Av, U
 
 
