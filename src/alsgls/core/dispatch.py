@@ -19,6 +19,7 @@ from .._warnings import warn
 from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .als import run_als
 from .em import run_em
+from .existence import describe, exact_relation
 from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
 from .ops import design_matvec
 from .missing_em import run_missing
@@ -43,7 +44,10 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     problem : Problem
         Validated data (:func:`alsgls.core.problem.build_problem`).
     k : int
-        Number of factors; checked against the problem here.
+        Number of factors; checked against the problem here.  At ``k = K - 1``
+        (unrestricted Sigma) with complete responses, a system whose
+        likelihood has no finite maximum is refused with its cause
+        (:mod:`alsgls.core.existence`).
     options : SolverOptions
     solver : {"als", "em", "missing"}
         Core for complete responses; with missing responses every choice
@@ -72,6 +76,10 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
                          "accelerates with SQUAREM (accelerate=True or 'squarem') or not "
                          "at all (False or 'em')")
     k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
+    if k == problem.K - 1 and problem.K > 1 and problem.complete:
+        relation = exact_relation(problem)       # the unrestricted likelihood: bounded?
+        if relation is not None:
+            raise ValueError(describe(problem, relation))
     if missing_fit is None:
         missing_fit = (not problem.complete or problem.w is not None
                        or problem.rows.size != problem.n_rows_in or problem.missing != "ml")

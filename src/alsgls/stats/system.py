@@ -31,12 +31,6 @@ from .equations import Equation, build_equations
 
 __all__ = ["SUR", "Equation", "import_pandas", "import_formulaic"]
 
-#: Relative singular-value threshold below which the responses are taken to
-#: be exactly fitted by the stacked regressors (unbounded unrestricted likelihood).
-UNBOUNDED_RTOL = 1e-8
-#: Skip the unboundedness check when ``N * P * min(N, P)`` exceeds this (flops).
-UNBOUNDED_CHECK_FLOPS = 2e10
-
 
 def import_formulaic():
     """Import formulaic or raise an ImportError that says how to install it."""
@@ -431,33 +425,6 @@ class SUR:
                 f"P={int(self._problem.p.sum())}{extra})")
 
     # -- fitting -----------------------------------------------------------
-    def _check_bounded(self) -> None:
-        """Refuse the unrestricted fit when some combination of the responses is
-        fitted exactly by the stacked regressors: the likelihood is unbounded."""
-        if not self._problem.complete:
-            return  # the check below assumes complete data
-        d = self._problem.scaled()
-        X, Yt = d.X, d.Yt
-        N, P = d.N, int(d.p.sum())
-        if N * P * min(N, P) > UNBOUNDED_CHECK_FLOPS:
-            return
-        Xall = np.concatenate([X[j, :, : p] for j, p in enumerate(d.p)], axis=1)
-        Xall = Xall / np.linalg.norm(Xall, axis=0)
-        U, s, _ = np.linalg.svd(Xall, full_matrices=False)
-        r = int(np.sum(s > s[0] * max(N, P) * np.finfo(float).eps))
-        Yn = Yt.T / np.linalg.norm(Yt, axis=1)
-        resid = Yn - U[:, :r] @ (U[:, :r].T @ Yn)
-        sv = np.linalg.svd(resid, compute_uv=False)
-        if r + self.K > N or sv.size == 0 or sv[-1] <= UNBOUNDED_RTOL:
-            raise ValueError(
-                f"the unrestricted SUR (rank={self.rank} = K-1) has no finite maximum-"
-                f"likelihood estimate: a combination of the {self.K} responses is fitted "
-                f"exactly by the {P} stacked regressors (their rank {r} plus K={self.K} "
-                f"exceeds or reaches N={N}), so Sigma-hat collapses to a singular matrix "
-                "and iterated GLS diverges; choose a lower rank (a factor structure), "
-                "fewer regressors or more observations"
-            )
-
     def fit(self, *, method: str = "als", cov_type: str = "unadjusted",
             debiased: bool = False, tol: float = 1e-10, max_iter: int | None = None,
             **solver_options_: Any):
@@ -502,8 +469,6 @@ class SUR:
             raise ValueError(f"method must be 'als' or 'em', got {method!r}")
         options = solver_options(None, "SUR.fit", tol=tol, max_iter=max_iter,
                                  **solver_options_)
-        if self.rank == self.K - 1 and self.K > 1:
-            self._check_bounded()
         fit, Rt = fit_problem(self._problem, self.rank, options, solver=method,
                               ledermann_warning=False)
         return SURResults(self, fit, cov_type=cov_type, debiased=debiased, residuals=Rt)
