@@ -79,8 +79,6 @@ class Problem:
         Positions of the rows used among the caller's rows.
     n_rows_in : int
         Rows the caller passed.
-    shared : bool
-        One design serves every equation (stored once).
     missing : str
         The missing-data policy applied.
     """
@@ -94,7 +92,6 @@ class Problem:
     labels: tuple | None = None
     rows: np.ndarray | None = None
     n_rows_in: int = 0
-    shared: bool = False
     missing: str = "ml"
 
     # -- shapes ----------------------------------------------------------------
@@ -119,6 +116,11 @@ class Problem:
     def mask(self) -> np.ndarray:
         """Boolean (K, pmax): True where a coefficient exists."""
         return self.layout.mask
+
+    @property
+    def shared(self) -> bool:
+        """One design serves every equation: ``X`` is a zero-stride view of it."""
+        return self.K > 1 and self.X.strides[0] == 0
 
     @property
     def complete(self) -> bool:
@@ -324,6 +326,17 @@ def check_weights(weights: Any, N: int) -> np.ndarray | None:
     return w
 
 
+def _same_array(a: Any, b: Any) -> bool:
+    """The same object, or ndarrays viewing the same memory the same way (e.g.
+    the per-equation views a SUR model holds of one shared design)."""
+    if a is b:
+        return True
+    if not (isinstance(a, np.ndarray) and isinstance(b, np.ndarray)):
+        return False
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarray | None]:
     """The designs as a list of 2-D float arrays (views where possible), whether
     one design is shared by every equation, and the caller's 3-D array if any."""
@@ -338,7 +351,7 @@ def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarr
     if isinstance(Xs, (str, bytes)) or not isinstance(Xs, Sequence):
         raise TypeError("Xs must be a list of K 2-D arrays (N, p_j), a 3-D array (K, N, p) "
                         f"or one 2-D design (N, p) shared by all equations; got {type(Xs).__name__}")
-    if len(Xs) > 1 and all(x is Xs[0] for x in Xs):
+    if len(Xs) > 1 and all(_same_array(x, Xs[0]) for x in Xs[1:]):
         x = as_float_matrix(Xs[0], names[0], 2, allow_nan=True)
         return [x] * len(Xs), True, None
     return [as_float_matrix(x, names[j] if j < len(names) else f"Xs[{j}]", 2, allow_nan=True)
@@ -562,13 +575,12 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     layout = CoefficientLayout(np.array([x.shape[1] for x in mats], dtype=np.int64))
     _check_counts(layout, obs.sum(axis=1), eq)
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
-    shared = shared and O is None
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
-    gram = _gram(X, layout, O, wr, shared)
+    gram = _gram(X, layout, O, wr, shared and O is None)
     check_designs(X, gram, layout, names.__getitem__)
     Yt = np.ascontiguousarray(Yr.T) if O is None else np.where(obs, Yr.T, 0.0)
     return Problem(X=_readonly(X), Yt=_readonly(Yt), layout=layout, gram=gram, O=O, w=wr,
-                   labels=labels, rows=rows, n_rows_in=N0, shared=shared, missing=missing)
+                   labels=labels, rows=rows, n_rows_in=N0, missing=missing)
 
 
 def check_fit_rank(problem: Problem, k: Any, *, warn_ledermann: bool = True) -> int:

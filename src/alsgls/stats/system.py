@@ -43,19 +43,6 @@ def import_formulaic():
     return formulaic
 
 
-def _designs(equations: list[Equation]) -> Any:
-    """The equations' designs for ``build_problem``: the one 2-D array when every
-    equation views the same memory (a shared design, stored and validated once),
-    else the list of K designs."""
-    X0 = equations[0].X
-    addr = X0.__array_interface__["data"][0]
-    if len(equations) > 1 and all(
-            e.X.shape == X0.shape and e.X.strides == X0.strides
-            and e.X.__array_interface__["data"][0] == addr for e in equations[1:]):
-        return X0
-    return [e.X for e in equations]
-
-
 def _named_designs(Xs: Sequence, exog_names: Any, labels: list[str]) -> list:
     """``Xs`` as DataFrames with the columns ``exog_names`` (one list per equation);
     ``ValueError`` naming ``exog_names`` and the equation when the counts differ."""
@@ -154,7 +141,7 @@ class SUR:
         self._equations, self._index, spec_w = build_equations(equations)
         self._formulas = None
         self.rank = self._resolve_rank(rank)
-        Xs = _designs(self._equations)
+        Xs = [e.X for e in self._equations]   # views of one array: a shared design
         Y = np.column_stack([e.y for e in self._equations])
         w = self._row_weights(weights, spec_w, Y)
         labels = [e.label for e in self._equations]
