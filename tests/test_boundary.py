@@ -732,7 +732,7 @@ def test_impute_and_observed_nll_check_their_arguments():
     fit = als_gls(Xs, Y, 1)
     with pytest.raises(TypeError, match="fit must be a GLSFit"):
         impute(None, Xs, Y)
-    with pytest.raises(ValueError, match=r"Xs\[1\] has shape"):
+    with pytest.raises(ValueError, match=r"Xs\[1\] has 1 columns but equation 1"):
         impute(fit, [Xs[0], Xs[1][:, :1]] + Xs[2:], Y)
     with pytest.raises(ValueError, match="D must be finite and strictly positive"):
         observed_nll_per_row(Xs, Y, fit.B, fit.F, -fit.D)

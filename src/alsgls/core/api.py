@@ -14,13 +14,13 @@ import numpy as np
 from .._warnings import warn
 from ..exceptions import MissingDataWarning  # noqa: F401  (re-exported: alsgls.missing of 0.1)
 from .dispatch import fit_problem
-from .fit_result import GLSFit, MissingGLSFit
+from .fit_result import GLSFit, MissingGLSFit, fitted_means
 from .missing_em import EMProblem
 from .ops import row_core_inverse
 from .options import solver_options
 from .ops import LowRankCovariance, row_core_solve
 from .options import SolverOptions
-from .problem import as_float_matrix, build_problem, design_list
+from .problem import as_float_matrix, build_problem
 
 __all__ = ["als_gls", "em_gls", "fit_missing", "als_gls_missing", "observed_nll_per_row",
            "impute"]
@@ -433,15 +433,8 @@ def impute(fit: GLSFit, Xs: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
     N, K = Ya.shape
     if K != fit.K:
         raise ValueError(f"Y has K={K} columns but the fit has {fit.K} equations")
-    mats, _, _ = design_list(Xs, N, [f"Xs[{j}]" for j in range(K)])
-    if len(mats) != K:
-        raise ValueError(f"Xs has {len(mats)} designs but Y has K={K} columns")
-    for j, (x, b) in enumerate(zip(mats, fit.B)):
-        if x.shape != (N, b.shape[0]):
-            raise ValueError(f"Xs[{j}] has shape {x.shape} but must be (N, p_j) = "
-                             f"({N}, {b.shape[0]}) for the rows of Y and the fit")
     obs = ~np.isnan(Ya)
-    mu = np.column_stack([x @ b[:, 0] for x, b in zip(mats, fit.B)])
+    mu = fitted_means(Xs, fit.B, rows=N, allow_nan=True)
     if np.isnan(mu[obs]).any():
         j = int(np.flatnonzero(np.isnan(np.where(obs, mu, 0.0)).any(axis=0))[0])
         raise ValueError(f"Xs[{j}] has NaN in a row where Y[:, {j}] is observed")

@@ -185,24 +185,7 @@ class GLSFit:
         -------
         ndarray, shape (N_new, K)
         """
-        K = self.K
-        if isinstance(Xs, np.ndarray) and Xs.ndim == 2:
-            Xs = [Xs] * K
-        if isinstance(Xs, (str, bytes)) or not hasattr(Xs, "__len__"):
-            raise TypeError(f"Xs must be a list of K={K} designs, got {type(Xs).__name__}")
-        if len(Xs) != K:
-            raise ValueError(f"Xs has {len(Xs)} designs but the fit has K={K} equations")
-        cols = []
-        for j, (x, b) in enumerate(zip(Xs, self.B)):
-            x = as_float_matrix(x, f"Xs[{j}]", 2)
-            if x.shape[1] != b.shape[0]:
-                raise ValueError(f"Xs[{j}] has {x.shape[1]} columns but equation {j} "
-                                 f"was fitted with {b.shape[0]}")
-            if cols and x.shape[0] != cols[0].shape[0]:
-                raise ValueError(f"Xs[{j}] has {x.shape[0]} rows but Xs[0] has "
-                                 f"{cols[0].shape[0]}")
-            cols.append(x @ b)
-        return np.hstack(cols)
+        return fitted_means(Xs, self.B)
 
     def __repr__(self) -> str:
         return (
@@ -243,6 +226,56 @@ class MissingGLSFit(GLSFit):
     missing: str = "ml"
     quasi_newton: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     gap: float = float("nan")
+
+
+def fitted_means(Xs: Any, B: list, *, name: str = "Xs", rows: int | None = None,
+                 allow_nan: bool = False) -> np.ndarray:
+    """``X_j b_j`` for every equation: (N, K), checking the designs once.
+
+    Parameters
+    ----------
+    Xs : list of K array_like (N, p_j), ndarray (K, N, p), or ndarray (N, p)
+        New designs; a 2-D array is one design shared by every equation (one
+        GEMM).
+    B : list of K arrays (p_j,) or (p_j, 1)
+        Coefficients.
+    name : str
+        How messages name the designs (``Xs``; ``X`` for the estimator).
+    rows : int, optional
+        The number of rows the designs must have.
+    allow_nan : bool
+        Let NaN through (the mean is NaN there); inf is refused either way.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the design: wrong count, columns or rows, non-finite values.
+    """
+    K = len(B)
+    b = [np.asarray(c, dtype=np.float64).reshape(-1) for c in B]
+    if (isinstance(Xs, np.ndarray) or hasattr(Xs, "to_numpy")) and np.ndim(Xs) == 2:
+        Xs = [Xs] * K
+    if isinstance(Xs, (str, bytes)) or not hasattr(Xs, "__len__"):
+        raise TypeError(f"{name} must be a list of K={K} designs, got {type(Xs).__name__}")
+    if len(Xs) != K:
+        raise ValueError(f"{name} has {len(Xs)} designs but the fit has K={K} equations")
+    one = K > 1 and all(x is Xs[0] for x in Xs)       # one design: one GEMM
+    mats = ([as_float_matrix(Xs[0], name, 2, allow_nan=allow_nan)] if one else
+            [as_float_matrix(x, f"{name}[{j}]", 2, allow_nan=allow_nan)
+             for j, x in enumerate(Xs)])
+    where = (lambda j: name) if one else (lambda j: f"{name}[{j}]")
+    n = rows if rows is not None else (mats[0].shape[0] if K else 0)
+    for j, x in enumerate(mats):
+        if x.shape[0] != n:
+            raise ValueError(f"{where(j)} has {x.shape[0]} rows but {n} are expected")
+    for j in range(K):
+        p = mats[0 if one else j].shape[1]
+        if p != b[j].size:
+            raise ValueError(f"{where(j)} has {p} columns but equation {j} was fitted "
+                             f"with {b[j].size}")
+    if one:
+        return mats[0] @ np.column_stack(b)
+    return np.column_stack([x @ c for x, c in zip(mats, b)]) if K else np.zeros((n, 0))
 
 
 def unpad_coefficients(theta: np.ndarray, p: np.ndarray) -> list:

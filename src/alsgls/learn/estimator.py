@@ -37,6 +37,7 @@ except ImportError:  # pragma: no cover - older scikit-learn
 
 from .._warnings import warn
 from ..core.dispatch import fit_problem
+from ..core.fit_result import fitted_means
 from ..core.ops import LOG_2PI, LowRankCovariance, row_core_inverse, row_core_solve
 from ..core.options import SolverOptions, check_integer, solver_options
 from ..core.problem import (
@@ -528,17 +529,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
                 "the model was fitted on a list of per-equation designs; predict with "
                 f"a list of {self.n_outputs_} designs"
             )
-        if len(X) != self.n_outputs_:
-            raise ValueError(f"X has {len(X)} equations but the model has K={self.n_outputs_}")
-        cols = []
-        for j, (x, b) in enumerate(zip(X, self.coef_list_)):
-            x = as_float_matrix(x, f"X[{j}]")
-            if x.shape[1] != b.shape[0]:
-                raise ValueError(f"X[{j}] has {x.shape[1]} columns but the model has {b.shape[0]}")
-            cols.append(x @ b)
-        if len({c.shape[0] for c in cols}) > 1:
-            raise ValueError("the designs in X have different numbers of rows")
-        return np.column_stack(cols) + self.intercept_
+        return fitted_means(X, self.coef_list_, name="X") + self.intercept_
 
     def predict(self, X: Any, Y_partial: Any = None) -> np.ndarray:
         """Predict all outputs, optionally conditioning on observed ones.
