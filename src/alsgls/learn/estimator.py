@@ -55,8 +55,8 @@ __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
 EXACT_FIT_FLOOR = 1e-12
 #: How messages name a shared design.  The intercept column, when added, is the
 #: last one, so column numbers in messages are the user's; a design that is
-#: collinear with the intercept is refused by the estimator itself, naming the
-#: user's columns (:func:`_refuse_constant_columns`, :func:`_explain_intercept`).
+#: collinear with the intercept is refused naming the user's columns
+#: (:func:`_explain_intercept`).
 _SHARED_NAME = "X"
 
 
@@ -141,20 +141,6 @@ def _is_system(X: Any, Y: Any = None) -> bool:
     return True
 
 
-def _refuse_constant_columns(X: np.ndarray, name: str) -> None:
-    """A constant column of ``X`` is collinear with the intercept that
-    ``fit_intercept=True`` appends: refuse it, naming the user's column."""
-    if X.shape[0] < 2:
-        return
-    const = np.flatnonzero(np.ptp(X, axis=0) == 0)
-    if const.size:
-        c = int(const[0])
-        raise ValueError(
-            f"{name} is rank deficient: column {c} is constant (every value {X[0, c]:g}), "
-            "collinear with the intercept that fit_intercept=True adds; drop that column "
-            "or pass fit_intercept=False")
-
-
 def _constant_combination(X: np.ndarray) -> np.ndarray:
     """Columns of ``X`` that combine to a (nearly) constant vector; empty if the
     constant is farther than ``COLLINEARITY_COND ** -0.5`` (relative) from
@@ -173,7 +159,15 @@ def _explain_intercept(designs: list, names: list, exc: ValueError) -> None:
     level, say), raise a ``ValueError`` naming those columns instead of the
     intercept.  Runs on the failure path only; reads no message text."""
     for x, name in zip(designs, names):
-        cols = _constant_combination(x[:, :-1])
+        own = x[:, :-1]
+        const = np.flatnonzero(np.ptp(own, axis=0) == 0) if own.shape[0] > 1 else []
+        if len(const):
+            c = int(const[0])
+            raise ValueError(
+                f"{name} is rank deficient: column {c} is constant (every value "
+                f"{own[0, c]:g}), collinear with the intercept that fit_intercept=True "
+                "adds; drop that column or pass fit_intercept=False") from exc
+        cols = _constant_combination(own)
         if cols.size:
             raise ValueError(
                 f"{name} is rank deficient: columns {cols.tolist()} combine to a constant, "
@@ -403,7 +397,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         if hasattr(self, "n_features_in_"):
             del self.n_features_in_
         Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
-        return [self._with_intercept(as_float_matrix(x, f"X[{j}]", 2), f"X[{j}]")
+        return [self._with_intercept(as_float_matrix(x, f"X[{j}]", 2))
                 for j, x in enumerate(X)], Ya
 
     def _shared_data(self, X: Any, Y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -425,14 +419,13 @@ class ALSGLS(RegressorMixin, BaseEstimator):
                 f"n_samples={X.shape[0]} is too few for {p} regression coefficients per "
                 f"output (including the intercept): need n_samples > {p}")
         Ya = Ya if nan_ok else np.asarray(Yv, dtype=np.float64)
-        return self._with_intercept(X, _SHARED_NAME), Ya
+        return self._with_intercept(X), Ya
 
-    def _with_intercept(self, X: np.ndarray, name: str) -> np.ndarray:
-        """The design with an intercept column appended last (if asked); a
-        constant column of ``X`` is then refused (:func:`_refuse_constant_columns`)."""
+    def _with_intercept(self, X: np.ndarray) -> np.ndarray:
+        """The design with an intercept column appended last (if asked); columns
+        collinear with it are named by :func:`_explain_intercept`."""
         if not self.fit_intercept:
             return X
-        _refuse_constant_columns(X, name)
         return np.hstack([X, np.ones((X.shape[0], 1))])
 
     def _check_rank(self, problem: Problem) -> int:
