@@ -160,7 +160,8 @@ def _explain_intercept(designs: list, names: list, exc: ValueError) -> None:
     intercept.  Runs on the failure path only; reads no message text."""
     for x, name in zip(designs, names):
         own = x[:, :-1]
-        const = np.flatnonzero(np.ptp(own, axis=0) == 0) if own.shape[0] > 1 else []
+        const = (np.flatnonzero((np.ptp(own, axis=0) == 0) & (own[0] != 0))
+                 if own.shape[0] > 1 else [])
         if len(const):
             c = int(const[0])
             raise ValueError(
