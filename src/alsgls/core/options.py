@@ -19,7 +19,7 @@ import numpy as np
 
 from .._warnings import warn
 
-__all__ = ["SolverOptions", "solver_options", "check_integer", "ACCELERATORS",
+__all__ = ["SolverOptions", "solver_options", "check_integer", "check_real", "ACCELERATORS",
            "DEFAULT_MAX_ITER"]
 
 #: Accepted values of ``accelerate`` besides True/False.
@@ -31,8 +31,11 @@ DEFAULT_MAX_ITER = {"als": 200, "em": 5000, "missing": 1000}
 RENAMED = {"max_sweeps": "max_iter"}
 
 
-def _positive_real(name: str, value: Any, *, upper: float = math.inf) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+def check_real(name: str, value: Any, *, upper: float = math.inf) -> float:
+    """``value`` as a float in ``(0, upper)``; ``TypeError``/``ValueError``
+    naming ``name`` otherwise (NaN included).  The one real-number check of
+    every public option and argument (tolerances, floors, significance levels)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {value!r} "
                         f"({type(value).__name__})")
     v = float(value)
@@ -122,11 +125,11 @@ class SolverOptions:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "tol", _positive_real("tol", self.tol))
+        set_(self, "tol", check_real("tol", self.tol))
         set_(self, "max_iter", _count("max_iter", self.max_iter, allow_none=True))
         set_(self, "cg_maxiter", _count("cg_maxiter", self.cg_maxiter))
         set_(self, "eig_maxiter", _count("eig_maxiter", self.eig_maxiter))
-        set_(self, "d_floor", _positive_real("d_floor", self.d_floor, upper=1.0))
+        set_(self, "d_floor", check_real("d_floor", self.d_floor, upper=1.0))
         set_(self, "random_state", _seed(self.random_state))
         set_(self, "blas_threads", _count("blas_threads", self.blas_threads, allow_none=True))
         acc = bool(self.accelerate) if isinstance(self.accelerate, np.bool_) else self.accelerate

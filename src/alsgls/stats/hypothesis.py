@@ -12,7 +12,6 @@ ratio, Breusch-Pagan) are computed here from the fitted results.
 from __future__ import annotations
 
 import difflib
-import numbers
 import re
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -21,9 +20,10 @@ import numpy as np
 from scipy import stats
 
 from ..core.ops import covariance_parameters
+from ..core.options import check_real
+from ..core.problem import as_float_matrix
 
-__all__ = ["TestResult", "parse_restrictions", "restriction_matrix", "check_fraction",
-           "critical_value"]
+__all__ = ["TestResult", "parse_restrictions", "restriction_matrix", "critical_value"]
 
 _NUMBER = re.compile(r"(\d+\.?\d*(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)")
 _IDENT = re.compile(r"[^\s+\-*=]+")
@@ -72,34 +72,6 @@ def chi2_result(name: str, stat: float, df: int, null: str) -> TestResult:
     return TestResult(name, float(stat), float(stats.chi2.sf(stat, df)), df, "chi2", null)
 
 
-def check_fraction(name: str, value: Any) -> float:
-    """``value`` as a float in the open interval (0, 1).
-
-    Parameters
-    ----------
-    name : str
-        The argument's name, for messages (``alpha``, ``tol``, ...).
-    value : float
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    TypeError
-        When ``value`` is not a real number (a string, a bool, None).
-    ValueError
-        When it lies outside (0, 1) or is NaN.
-    """
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number in (0, 1), got {value!r} "
-                        f"({type(value).__name__})")
-    if not 0.0 < float(value) < 1.0:
-        raise ValueError(f"{name} must lie in (0, 1), got {value!r}")
-    return float(value)
-
-
 def critical_value(alpha: Any, df: Any = None) -> Any:
     """Two-sided critical value ``q`` with ``P(|T| > q) = alpha``.
 
@@ -115,19 +87,13 @@ def critical_value(alpha: Any, df: Any = None) -> Any:
     float or ndarray
         Shaped like ``df`` (a float for the normal).
     """
-    a = check_fraction("alpha", alpha)
+    a = check_real("alpha", alpha, upper=1.0)
     return stats.norm.ppf(1 - a / 2) if df is None else stats.t.ppf(1 - a / 2, df)
 
 
 def _numeric(a: Any, name: str) -> np.ndarray:
-    """``a`` as a float array; ``TypeError`` naming ``name`` when it is not numeric."""
-    arr = np.asarray(a)
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
-        raise TypeError(f"{name} must be numeric (or restriction strings), got an array of "
-                        f"dtype {arr.dtype}")
-    if np.issubdtype(arr.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    return arr.astype(np.float64)
+    """``a`` as a float array of any shape (the one coercion, errors naming ``name``)."""
+    return as_float_matrix(a, name, np.ndim(a))
 
 
 def _split_top(text: str) -> list[str]:

@@ -45,9 +45,8 @@ from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
 from .._threads import single_blas_thread
 from .._warnings import warn
 from ..core.ops import orthonormalize
-from ..core.options import check_integer
+from ..core.options import check_integer, check_real
 from ..exceptions import ConvergenceWarning
-from .hypothesis import check_fraction
 
 if TYPE_CHECKING:
     from .factors import DesignFactors
@@ -92,8 +91,8 @@ def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float
     TypeError, ValueError
         Naming the option that is wrong.
     """
-    return (check_fraction("tol", tol), check_integer("max_rank", max_rank, minimum=1),
-            check_fraction("rtol", rtol))
+    return (check_real("tol", tol, upper=1.0), check_integer("max_rank", max_rank, minimum=1),
+            check_real("rtol", rtol, upper=1.0))
 
 
 @dataclass(frozen=True)
