@@ -9,6 +9,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CORE_MODULES = ["core.ops", "core.api", "core.sim", "core.metrics", "core.problem", "core.options",
+                "core.restriction", "core.gls",
                 "datasets", "stats.system", "learn.rank", "learn.estimator"]
 
 

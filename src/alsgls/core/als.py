@@ -13,6 +13,14 @@ Each sweep takes two monotone steps on the Gaussian negative log-likelihood of
 
 The fixed point satisfies every first-order condition of the joint
 likelihood, so it is the Gaussian MLE.  Memory beyond the data is O(K k).
+
+Linear restrictions ``R beta = q`` (:mod:`alsgls.core.restriction`): the
+start is restricted OLS and the beta-step is projected PCG (the block-Jacobi
+preconditioner projected on the null space of ``R``), so every iterate stays
+feasible and the gaps of the stopping rule are those of the restricted
+problem; the fixed point is the restricted MLE.  ``update_beta=False`` keeps
+the (restricted) OLS coefficients and runs the factor steps alone: the ML
+factor analysis of the OLS residuals.
 """
 
 from __future__ import annotations
@@ -21,12 +29,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._warnings import warn
+from ..exceptions import ConvergenceWarning
 from .fit_result import IterationRecord, SolverRun
 from .ops import (
     LOG_2PI,
+    CGInfo,
     LowRankCovariance,
     apply_block,
     block_jacobi_inverse,
+    design_matvec,
     gls_gradient,
     lawley_loadings,
     normal_matvec,
@@ -35,8 +47,9 @@ from .ops import (
 )
 from .options import SolverOptions
 from .problem import Problem
+from .restriction import LinearRestriction
 
-__all__ = ["run_als"]
+__all__ = ["run_als", "factor_analysis"]
 
 #: Extra columns carried by the subspace iteration beyond the k wanted.
 OVERSAMPLE = 8
@@ -59,7 +72,8 @@ ANDERSON_MAX_STEP = 2.0
 #: before (or one gains more than three times it), the D map is stalling:
 #: switch the factor step to L-BFGS-B on the profile likelihood.
 STALL_RATIO = 0.1
-
+#: The beta-step record of a sweep without one (``update_beta=False``).
+_NO_STEP = CGInfo(0, 0.0, 0.0, 0.0, True)
 
 
 
@@ -67,7 +81,7 @@ STALL_RATIO = 0.1
 class _State:
     """Mutable iteration state of one ALS fit."""
 
-    theta: np.ndarray          # (K, pmax) coefficients, padded with zeros
+    theta: np.ndarray | None   # (K, pmax) coefficients, padded (None: residuals only)
     Rt: np.ndarray             # (K, N) residuals Y - X B, equation-major
     F: np.ndarray              # (K, k)
     D: np.ndarray              # (K,)
@@ -223,18 +237,24 @@ def _profile_lbfgs(
 
 def _beta_step(
     st: _State, problem: Problem, gram_inv: np.ndarray, abs_tol: float, budget: float,
-    cg_maxiter: int,
+    cg_maxiter: int, restriction: LinearRestriction | None = None,
 ):
     """GLS for beta given Sigma = F F' + diag(D) by PCG; updates theta and Rt.
 
     CG stops once the decrease still available, ``1/2 r' M^-1 r`` (total-NLL
     units), is below ``abs_tol`` or below ``min(budget, 1e-2 * start)``: there
-    is no point solving beta far more accurately than Sigma is known.
+    is no point solving beta far more accurately than Sigma is known.  With a
+    restriction (``theta`` feasible) the residual is projected
+    (``RestrictionMetric.project``) and the gap is the restricted one.
     """
     cov = LowRankCovariance(st.F, st.D)
     X, gram = problem.X, problem.gram
     r = gls_gradient(X, cov, st.Rt)
     scale = cov.inverse_diagonal
+    project = None
+    if restriction is not None:
+        project = restriction.block_metric(gram_inv, scale).project
+        r = project(r)
     start = 0.5 * float(np.vdot(r, apply_block(gram_inv, scale, r)))
     gap_tol = max(abs_tol, min(budget, 1e-2 * start))
 
@@ -244,7 +264,7 @@ def _beta_step(
     st.theta, info = pcg(
         lambda v: normal_matvec(X, cov, v, gram),
         lambda g: apply_block(gram_inv, scale, g),
-        st.theta, r, gap_tol, cg_maxiter, on_step,
+        st.theta, r, gap_tol, cg_maxiter, on_step, project,
     )
     return info, cov
 
@@ -277,20 +297,36 @@ class _Progress:
         self.trace.append(nll)
 
 
-def _start(problem: Problem, k: int, options: SolverOptions,
-           rng: np.random.Generator) -> tuple[_State, _Progress, np.ndarray]:
-    """OLS, the zero-residual-variance check and a first (loose) factor step."""
+def _start(problem: Problem, k: int, options: SolverOptions, rng: np.random.Generator,
+           restriction: LinearRestriction | None = None
+           ) -> tuple[_State, _Progress, np.ndarray]:
+    """OLS (restricted OLS with a restriction), the zero-residual-variance check
+    and a first (loose) factor step."""
     gram_inv = block_jacobi_inverse(problem.gram)
     theta, Rt = problem.ols()
     s = problem.residual_variances(Rt)
-    st = _State(theta=theta, Rt=Rt, F=np.zeros((problem.K, k)), D=s.copy())
+    if restriction is not None:     # restricted OLS: the X'X-nearest feasible point
+        theta = restriction.block_metric(gram_inv).feasible(theta)
+        Rt = problem.Yt - design_matvec(problem.X, theta)
+        s = _residual_variances(Rt)
+    st, pr = _first_factor_step(theta, Rt, s, k, options, rng)
+    return st, pr, gram_inv
+
+
+def _first_factor_step(theta: np.ndarray | None, Rt: np.ndarray, s: np.ndarray, k: int,
+                       options: SolverOptions, rng: np.random.Generator
+                       ) -> tuple[_State, _Progress]:
+    """The state at ``(F, D) = (0, s)`` after one loose factor step."""
+    st = _State(theta=theta, Rt=Rt, F=np.zeros((Rt.shape[0], k)), D=s.copy())
     st.nll = LowRankCovariance(st.F, st.D).nll_per_row(Rt)
     ols_nll = st.nll
     _factor_step(st, k, options.d_floor, rng, options.eig_maxiter, EIG_RTOL_MAX)
-    return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0)), gram_inv
+    return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0))
 
 
-def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
+def run_als(problem: Problem, k: int, options: SolverOptions, *,
+            restriction: LinearRestriction | None = None,
+            update_beta: bool = True) -> SolverRun:
     """The ALS core on a complete, unweighted problem (see the module docstring).
 
     Each sweep: a beta-step (PCG, solving until the decrease still available
@@ -299,30 +335,109 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     likelihood when the D map stalls).  Stops when the gap estimate --
     ``max(1e-2 last decrease, extrapolated remainder, beta gap, D gap)`` per
     row -- is below ``tol * K``, then polishes beta given the final Sigma.
+
+    Parameters
+    ----------
+    problem : Problem
+        Complete and unweighted (``Problem.scaled()`` of a weighted one).
+    k : int
+    options : SolverOptions
+    restriction : LinearRestriction, optional
+        Fit subject to ``R beta = q`` (restricted OLS start, projected PCG).
+    update_beta : bool, default True
+        False: keep the (restricted) OLS coefficients and iterate the factor
+        steps alone (the ML factor analysis of the OLS residuals); the
+        stopping rule then has no beta gap.
     """
     rng = np.random.default_rng(options.random_state)
-    st, pr, gram_inv = _start(problem, k, options, rng)
-    N, limit = problem.N, options.iterations("als")
-    scale = options.tol * problem.K   # NLL per row is O(K): tol is per row and equation
-    converged = False
+    st, pr, gram_inv = _start(problem, k, options, rng, restriction)
+
+    def beta_step(abs_tol: float, budget: float) -> CGInfo:
+        info, _ = _beta_step(st, problem, gram_inv, abs_tol, budget, options.cg_maxiter,
+                             restriction)
+        return info
+
+    converged = _sweeps(st, pr, k, options, rng, beta_step if update_beta else None)
+    return SolverRun(
+        theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
+        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
+        floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
+        note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
+        iterations=pr.sweeps, beta_gap=pr.gaps)
+
+
+def factor_analysis(Rt: np.ndarray, k: int, options: SolverOptions
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """ML factor analysis of fixed residuals: ``Sigma = F F' + diag(D)`` maximising
+    the Gaussian likelihood of the columns of ``Rt`` (mean zero, divisor N).
+
+    The factor steps of ALS alone (:func:`run_als` with the coefficients held
+    fixed), from ``(F, D) = (0, diag(R R') / N)``, to ``options.tol``.
+
+    Parameters
+    ----------
+    Rt : ndarray, shape (K, N)
+        Residuals, equation-major, every row with a positive mean square.
+    k : int
+        Number of factors, ``0 <= k < K``.
+    options : SolverOptions
+
+    Returns
+    -------
+    F : ndarray, shape (K, k)
+    D : ndarray, shape (K,)
+
+    Raises
+    ------
+    ValueError
+        A row of ``Rt`` that is identically zero.
+
+    Warns
+    -----
+    ConvergenceWarning
+        When the stopping rule is not met within ``options.max_iter`` sweeps.
+    """
+    Rt = np.asarray(Rt, dtype=np.float64)
+    s = _residual_variances(Rt)
+    if np.any(s <= 0):
+        raise ValueError(f"residual row {int(np.flatnonzero(s <= 0)[0])} is identically "
+                         "zero: its variance cannot be estimated")
+    rng = np.random.default_rng(options.random_state)
+    st, pr = _first_factor_step(None, Rt, s, k, options, rng)
+    if not _sweeps(st, pr, k, options, rng, None):
+        warn(f"the factor analysis of the residuals reached max_iter="
+             f"{options.iterations('als')} sweeps without meeting tol={options.tol:g} (last "
+             f"NLL decrease per row and equation {pr.last_delta / Rt.shape[0]:.2e}); raise "
+             "max_iter or loosen tol", ConvergenceWarning)
+    return st.F, st.D
+
+
+def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
+            rng: np.random.Generator, beta_step) -> bool:
+    """The ALS sweeps (run_als), or the factor steps alone when ``beta_step`` is
+    None; returns whether the stopping rule was met."""
+    K, N = st.Rt.shape
+    limit = options.iterations("als")
+    scale = options.tol * K   # NLL per row is O(K): tol is per row and equation
     for sweep in range(limit + 1):
-        info, _ = _beta_step(st, problem, gram_inv, scale * N, CG_BUDGET * pr.last_delta * N,
-                             options.cg_maxiter)
+        info = _NO_STEP if beta_step is None else beta_step(scale * N,
+                                                            CG_BUDGET * pr.last_delta * N)
         pr.gaps.append(info.start_gap / N)
         if sweep > 0 and max(1e-2 * pr.last_delta, pr.remaining(), info.start_gap / N,
                              st.d_gap) <= scale:
-            converged = True  # start_gap <= gap_tol, so this solve made no step
-            # polish beta given the final Sigma (1-2 CG steps): the returned beta
-            # then meets its first-order condition far inside the tolerance
-            polish, _ = _beta_step(st, problem, gram_inv, POLISH * scale * N, 0.0,
-                                   options.cg_maxiter)
-            pr.gaps[-1] = polish.final_gap / N
-            if polish.iterations:
-                _refresh_nll(st, pr)
-            break
+            if beta_step is not None:
+                # start_gap <= gap_tol, so this solve made no step.  Polish beta
+                # given the final Sigma (1-2 CG steps): the returned beta then
+                # meets its first-order condition far inside the tolerance
+                polish = beta_step(POLISH * scale * N, 0.0)
+                pr.gaps[-1] = polish.final_gap / N
+                if polish.iterations:
+                    _refresh_nll(st, pr)
+            return True
         if sweep == limit:  # out of sweeps: keep the last beta-step's gain
-            _refresh_nll(st, pr)
-            break
+            if beta_step is not None:
+                _refresh_nll(st, pr)
+            return False
         if pr.stalled(k):
             st.hist.clear()
             e_it, n_prof = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter,
@@ -330,19 +445,14 @@ def run_als(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
             n_back = 0
         else:
             # eigenvector errors cost NLL quadratically: sqrt of the progress
-            eig_rtol = float(np.clip(np.sqrt(1e-2 * pr.last_delta / problem.K), EIG_RTOL,
+            eig_rtol = float(np.clip(np.sqrt(1e-2 * pr.last_delta / K), EIG_RTOL,
                                      EIG_RTOL_MAX))
             e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
                                         eig_rtol)
             n_prof = 0
         pr.record(st.nll, IterationRecord(cg_iterations=info.iterations, eig_iterations=e_it,
                                           backtracks=n_back, profile_evaluations=n_prof))
-    return SolverRun(
-        theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
-        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
-        floor=options.d_floor * _residual_variances(st.Rt), method="als", unit="sweep",
-        note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
-        iterations=pr.sweeps, beta_gap=pr.gaps)
+    return False
 
 
 def _refresh_nll(st: _State, pr: _Progress) -> None:

@@ -25,6 +25,7 @@ from .ops import design_matvec
 from .missing_em import run_missing
 from .options import SolverOptions
 from .problem import Problem, check_fit_rank
+from .restriction import LinearRestriction
 
 __all__ = ["fit_problem", "SOLVERS"]
 
@@ -36,7 +37,9 @@ _NAMES = {"als": "ALS", "em": "dense EM", "em-missing": "missing-data EM"}
 
 def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str = "als",
                 quiet: bool = False, ledermann_warning: bool = True,
-                missing_fit: bool | None = None) -> tuple[GLSFit, np.ndarray]:
+                missing_fit: bool | None = None,
+                restriction: LinearRestriction | None = None,
+                update_beta: bool = True) -> tuple[GLSFit, np.ndarray]:
     """Fit ``problem`` at rank ``k``; return the fit and its residuals.
 
     Parameters
@@ -62,6 +65,13 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     missing_fit : bool, optional
         Return a :class:`MissingGLSFit`; default when the problem has missing
         responses, weights or dropped rows.
+    restriction : LinearRestriction, optional
+        Fit subject to ``R beta = q`` (:func:`alsgls.core.restriction.build_restriction`):
+        the restricted MLE, by ALS or the dense EM; complete responses only.
+    update_beta : bool, default True
+        ALS only.  False keeps the (restricted) OLS coefficients and fits
+        ``Sigma`` alone: the ML factor analysis of the OLS residuals (the
+        first step of two-step FGLS at low rank).
 
     Returns
     -------
@@ -75,6 +85,7 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
         raise ValueError("accelerate='anderson' is for the missing-data EM; the dense EM "
                          "accelerates with SQUAREM (accelerate=True or 'squarem') or not "
                          "at all (False or 'em')")
+    _check_restricted(problem, solver, restriction, update_beta)
     k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
     if k == problem.K - 1 and problem.K > 1 and problem.complete:
         relation = exact_relation(problem)       # the unrestricted likelihood: bounded?
@@ -87,14 +98,32 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
         if not problem.complete or solver == "missing":
             run = run_missing(problem, k, options)
         else:
-            core = run_als if solver == "als" else run_em
-            run = core(problem.scaled(), k, options)
+            if solver == "als":
+                run = run_als(problem.scaled(), k, options, restriction=restriction,
+                              update_beta=update_beta)
+            else:
+                run = run_em(problem.scaled(), k, options, restriction=restriction)
             if problem.w is not None:     # residuals of the caller's (unscaled) rows
                 run.Rt = problem.Yt - design_matvec(problem.X, run.theta)
         fit = _assemble(run, problem, options, missing_fit)
     if not quiet:
         _warn(run, problem, options)
     return fit, run.Rt
+
+
+def _check_restricted(problem: Problem, solver: str, restriction: LinearRestriction | None,
+                      update_beta: bool) -> None:
+    """What the restricted and fixed-beta fits support (ValueError otherwise)."""
+    if restriction is not None:
+        if restriction.P != problem.layout.P:
+            raise ValueError(f"restriction has P={restriction.P} columns but the problem has "
+                             f"P={problem.layout.P} coefficients")
+        if not problem.complete or solver == "missing":
+            raise ValueError("constraints need complete responses for now: pass "
+                             "missing='drop' (listwise deletion) to fit a restricted model")
+    if not update_beta and (solver != "als" or not problem.complete):
+        raise ValueError("update_beta=False (fixed OLS coefficients) is for the ALS core "
+                         "on complete responses")
 
 
 def _canonical(run: SolverRun) -> tuple[np.ndarray, np.ndarray]:

@@ -8,7 +8,10 @@ and the GLS normal matrix (P x P).  Each iteration is an ECM cycle
 2. (F, D) <- one latent-factor EM step on ``S = R'R / N`` (DESIGN.md section 3):
    ``m_i = C^-1 F' Psi^-1 r_i``, ``F = S_ry S_yy^-1``, ``D = diag(S - F S_ry')``,
 
-which is monotone in the likelihood.  SQUAREM (Varadhan & Roland, 2008)
+which is monotone in the likelihood.  Under linear restrictions ``R beta = q``
+(:mod:`alsgls.core.restriction`) step 1 is the restricted GLS
+``beta_u - A^-1 R' (R A^-1 R')^-1 (R beta_u - q)`` (the KKT solution) and the
+start is restricted OLS.  SQUAREM (Varadhan & Roland, 2008)
 extrapolates the cycle on ``(beta, F, log D)``, with a fall-back to the plain
 cycle whenever the extrapolated point would raise the NLL.
 """
@@ -22,6 +25,7 @@ from .fit_result import IterationRecord, SolverRun
 from .ops import LOG_2PI, design_matvec, design_rmatvec, lawley_loadings
 from .options import SolverOptions
 from .problem import Problem
+from .restriction import LinearRestriction
 
 __all__ = ["run_em"]
 
@@ -29,8 +33,9 @@ __all__ = ["run_em"]
 class _DenseProblem:
     """Dense quantities of one system: padded designs flattened to P columns."""
 
-    def __init__(self, data: Problem) -> None:
+    def __init__(self, data: Problem, restriction: LinearRestriction | None = None) -> None:
         self.data = data
+        self.restriction = restriction
         lay = self.layout = data.layout
         XtX = np.einsum("jna,lnb->jalb", data.X, data.X)      # (K, pmax, K, pmax)
         self.XtX = XtX[lay.eq, lay.col][:, lay.eq, lay.col]    # P x P
@@ -43,11 +48,19 @@ class _DenseProblem:
         return self.data.Yt - design_matvec(self.data.X, self.theta(beta))
 
     def gls(self, Sinv: np.ndarray) -> np.ndarray:
-        """Dense GLS: solve (X' (Sigma^-1 (x) I) X) beta = X' (Sigma^-1 (x) I) y."""
+        """Dense GLS: solve (X' (Sigma^-1 (x) I) X) beta = X' (Sigma^-1 (x) I) y,
+        subject to R beta = q when restricted."""
         A = self.XtX * Sinv[np.ix_(self.owner, self.owner)]
         W = Sinv @ self.data.Yt                              # (K, N)
         b = self.layout.flatten(design_rmatvec(self.data.X, W))
-        return cho_solve(cho_factor(A), b)
+        cho = cho_factor(A)
+        beta = cho_solve(cho, b)
+        con = self.restriction
+        if con is not None:
+            AiRt = cho_solve(cho, con.R.T)                   # (P, m)
+            lam = np.linalg.solve(con.R @ AiRt, con.R @ beta - con.q)
+            beta = beta - AiRt @ lam
+        return beta
 
 
 def _dense_nll(S: np.ndarray, F: np.ndarray, D: np.ndarray) -> float:
@@ -101,15 +114,17 @@ def _squarem(cycle, state: tuple, pack, unpack) -> tuple[tuple, int]:
     return t2, 1
 
 
-def run_em(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
+def run_em(problem: Problem, k: int, options: SolverOptions, *,
+           restriction: LinearRestriction | None = None) -> SolverRun:
     """The dense ECM core on a complete, unweighted problem (module docstring).
 
     Stops when the NLL decrease of a cycle, and its linear-rate
-    extrapolation, are below ``tol * K`` per row (as the ALS rule).
+    extrapolation, are below ``tol * K`` per row (as the ALS rule).  With a
+    ``restriction`` every beta is the restricted GLS (restricted MLE).
     """
-    prob = _DenseProblem(problem)
+    prob = _DenseProblem(problem, restriction)
     N, K, d_floor = problem.N, problem.K, options.d_floor
-    beta = prob.gls(np.eye(K))                                     # OLS
+    beta = prob.gls(np.eye(K))                                     # (restricted) OLS
     Rt = prob.residuals(beta)
     s = problem.residual_variances(Rt)
     S0 = Rt @ Rt.T / N

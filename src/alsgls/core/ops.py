@@ -482,6 +482,7 @@ def pcg(
     gap_tol: float,
     maxiter: int,
     on_step: Callable[[float, np.ndarray], None] | None = None,
+    project: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> tuple[np.ndarray, CGInfo]:
     """Preconditioned conjugate gradients on ``A theta = b`` from a warm start.
 
@@ -502,6 +503,14 @@ def pcg(
         Maximum number of operator applications.
     on_step : callable, optional
         ``(alpha, aux)`` after each step, e.g. to update model residuals.
+    project : callable, optional
+        Linear constraints ``R theta = q`` (projected PCG, Gould, Hribar &
+        Nocedal 2001): ``r -> r - R' (R M^-1 R')^-1 R M^-1 r``, applied to
+        every residual (:meth:`alsgls.core.restriction.RestrictionMetric.project`).
+        Then ``M^-1 r`` lies in the null space of ``R``, so a feasible
+        ``theta`` stays feasible, and ``1/2 r' M^-1 r`` is the gap of the
+        restricted problem; re-projecting each residual keeps its component
+        along ``R'`` (the multipliers) from growing.
 
     Returns
     -------
@@ -509,7 +518,7 @@ def pcg(
     info : CGInfo
     """
     theta = theta.copy()
-    r = r.copy()
+    r = r.copy() if project is None else project(r)
     z = apply_Minv(r)
     rz = float(np.vdot(r, z))
     start_gap = gap = 0.5 * rz
@@ -527,6 +536,8 @@ def pcg(
         decrease += 0.5 * alpha * rz
         if on_step is not None:
             on_step(alpha, aux)
+        if project is not None:
+            r = project(r)
         z = apply_Minv(r)
         rz_new = float(np.vdot(r, z))
         d = z + (rz_new / rz) * d

@@ -241,6 +241,13 @@ class GLSCovariance:
         Lanczos only: relative residual of the PCG solves with ``A``.
     seed : int, default 0
         Lanczos only: seed of the random starting block.
+    restriction : LinearRestriction or ndarray (K, pmax, m), optional
+        Linear restrictions ``R beta = q`` the estimate satisfies (a
+        :class:`~alsgls.core.restriction.LinearRestriction`, or ``R'`` in the
+        padded layout): :meth:`solve` and :meth:`diagonal_blocks` then apply
+        the restricted bread ``A^-1 - W S^-1 W'``, ``W = A^-1 R'``,
+        ``S = R W`` (m solves with ``A``, never P x P), and so does every
+        estimator built on this covariance.
 
     Attributes
     ----------
@@ -263,6 +270,8 @@ class GLSCovariance:
     Rt : ndarray, shape (K, N), or None
         The residuals as the estimators use them (zero where unobserved,
         rows scaled by ``sqrt(w_i)``).
+    restriction : LinearRestriction, ndarray or None
+        The restriction as given (None: unrestricted bread ``A^-1``).
 
     Notes
     -----
@@ -275,7 +284,7 @@ class GLSCovariance:
                  Rt: np.ndarray | None = None, *, mask: np.ndarray | None = None,
                  weights: np.ndarray | None = None, method: str = "auto",
                  tol: float = EIGEN_TOL, max_rank: int = EIGEN_MAX_RANK,
-                 rtol: float = SOLVE_RTOL, seed: int = 0) -> None:
+                 rtol: float = SOLVE_RTOL, seed: int = 0, restriction: Any = None) -> None:
         f = self.factors = DesignFactors(X, p, cov, mask=mask, weights=weights)
         self.X, self.p, self.cov, self.obs, self.mask = f.X, f.p, f.cov, f.obs, f.mask
         self.Rt = None if Rt is None else f.weight_rows(Rt)
@@ -291,6 +300,8 @@ class GLSCovariance:
             self.strategy: ExactCore | LanczosCorrection = ExactCore(f)
         else:
             self.strategy = LanczosCorrection(f, self.tol, self.max_rank, self.rtol, seed)
+        self.restriction = restriction
+        self._restriction_Rt = self._restriction_rt(restriction)
 
     @classmethod
     def from_problem(cls, problem: Any, cov: LowRankCovariance,
@@ -307,7 +318,8 @@ class GLSCovariance:
         Rt : ndarray, shape (K, N), optional
             Residuals, for the robust covariance.
         **options
-            ``method``, ``tol``, ``max_rank``, ``rtol``, ``seed`` as in the constructor.
+            ``method``, ``tol``, ``max_rank``, ``rtol``, ``seed``, ``restriction``
+            as in the constructor.
 
         Returns
         -------
@@ -357,7 +369,8 @@ class GLSCovariance:
         return self.factors.row_solve(U)
 
     def solve(self, Z: np.ndarray) -> np.ndarray:
-        """``A^-1 Z`` for Z (K, pmax) or (K, pmax, m), padded layout.
+        """``A^-1 Z`` for Z (K, pmax) or (K, pmax, m), padded layout; under a
+        restriction the restricted bread ``(A^-1 - W S^-1 W') Z``.
 
         Exact (direct) through the Woodbury core; cost O(N K p k m + (Nk)^2 m).
         With ``method="lanczos"``: deflated PCG to relative residual ``rtol``.
@@ -365,7 +378,13 @@ class GLSCovariance:
         Z = np.asarray(Z, dtype=np.float64)
         if Z.ndim == 2:
             return self.solve(Z[:, :, None])[:, :, 0]
-        return self.strategy.solve(Z)
+        out = self.strategy.solve(Z)
+        if self._restriction_Rt is not None:     # C_r Z = A^-1 Z - W S^-1 R A^-1 Z
+            W, L = self._restricted_core
+            lam = solve_triangular(L, np.einsum("kpm,kpn->mn", self._restriction_Rt, out),
+                                   lower=True)
+            out -= W @ solve_triangular(L, lam, lower=True, trans="T")
+        return out
 
     def matvec(self, V: np.ndarray) -> np.ndarray:
         """``A v`` for v (K, pmax) (for checks)."""
@@ -379,28 +398,68 @@ class GLSCovariance:
 
         Exact, or with ``method="lanczos"`` within ``truncation_bound`` (relative,
         for every quadratic form ``c'(A^-1)_jj c``) and never above the exact value.
+        Under a restriction: the blocks of ``A^-1 - W S^-1 W'`` (the bounds
+        then refer to the ``A^-1`` part).
         """
-        return self.strategy.diagonal_blocks()
+        blocks = self.strategy.diagonal_blocks()
+        if self._restriction_Rt is not None:
+            W, L = self._restricted_core
+            Ws = solve_triangular(L, W.reshape(-1, W.shape[2]).T, lower=True).T
+            Ws = Ws.reshape(W.shape)
+            blocks = blocks - np.einsum("kam,kbm->kab", Ws, Ws)
+        return blocks
+
+    # -- linear restrictions --------------------------------------------------
+    def _restriction_rt(self, restriction: Any) -> np.ndarray | None:
+        """``R'`` (K, pmax, m) of a LinearRestriction or a padded array; checked."""
+        if restriction is None:
+            return None
+        Rt = np.asarray(getattr(restriction, "Rt", restriction), dtype=np.float64)
+        if Rt.ndim != 3 or Rt.shape[:2] != (self.K, self.pmax) or Rt.shape[2] == 0:
+            raise ValueError(f"restriction must be a LinearRestriction or R' as (K, pmax, m) = "
+                             f"({self.K}, {self.pmax}, m), got shape {Rt.shape}")
+        return Rt
+
+    @cached_property
+    def _restricted_core(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W = A^-1 R'`` (K, pmax, m) and the lower Cholesky factor of
+        ``S = R A^-1 R'`` (m x m): m solves with ``A``."""
+        W = self.strategy.solve(self._restriction_Rt)
+        S = np.einsum("kpm,kpn->mn", self._restriction_Rt, W)
+        try:
+            L = cholesky(0.5 * (S + S.T), lower=True)
+        except LinAlgError as exc:
+            raise LinAlgError("R A^-1 R' is not positive definite: the restrictions are "
+                              "(numerically) linearly dependent") from exc
+        return W, L
 
     # -- estimators (cov_type) ---------------------------------------------------
-    def estimator(self, cov_type: str) -> CovarianceEstimator:
-        """The estimator of ``cov_type`` on this covariance, built once and shared.
+    def estimator(self, cov_type: str, config: Any = None) -> CovarianceEstimator:
+        """The estimator of ``cov_type`` on this covariance, built once per
+        ``(cov_type, config)`` and shared.
 
         Parameters
         ----------
         cov_type : str
             A key (or alias) of :data:`alsgls.stats.covariance.COV_ESTIMATORS`.
+        config : CovarianceConfig, optional
+            Its options (:func:`alsgls.stats.covariance.covariance_config`);
+            None: the defaults.
 
         Returns
         -------
         CovarianceEstimator
             With ``diagonal_blocks`` and ``contrast_cov(L)``; results with
-            different ``cov_type`` share this covariance and each estimator's work.
+            different ``cov_type`` or options share this covariance and each
+            estimator's work (the sandwich estimators also share the solved
+            scores ``A^-1 Gamma'``).
         """
         name = normalise_cov_type(cov_type)
-        if name not in self._estimators:
-            self._estimators[name] = COV_ESTIMATORS[name](self)
-        return self._estimators[name]
+        key = (name, config)
+        if key not in self._estimators:
+            cls = COV_ESTIMATORS[name]
+            self._estimators[key] = cls(self) if config is None else cls(self, config)
+        return self._estimators[key]
 
     @property
     def scores(self) -> np.ndarray:
