@@ -20,6 +20,7 @@ from .exceptions import (
     MissingDataWarning,
 )
 from .learn.rank import RankSelection, select_rank
+from .stats.compare import compare
 from .stats.hypothesis import TestResult
 from .stats.inference import GLSCovariance
 from .stats.results import PredictionResults, SURResults
@@ -31,6 +32,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SUR",
+    "compare",
     "datasets",
     "SURResults",
     "PredictionResults",
