@@ -804,7 +804,7 @@ def test_split_old_modules_export_their_0_1_names_only():
 def test_dense_em_refuses_anderson_through_sur_too():
     Xs, Y = _system()
     with pytest.raises(ValueError, match="anderson"):
-        SUR.from_arrays(Xs, Y, rank=1).fit(method="em", accelerate="anderson")
+        SUR.from_arrays(Xs, Y, rank=1).fit(solver="em", accelerate="anderson")
 
 
 def test_take_accepts_masks_and_refuses_empty_subsets():

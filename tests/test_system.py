@@ -94,7 +94,7 @@ def test_from_arrays_and_em_agree(small_system):
     Xs, Y, _ = small_system
     mod = SUR.from_arrays(Xs, Y, rank=2)
     a = mod.fit(tol=1e-12)
-    e = mod.fit(method="em", tol=1e-12)
+    e = mod.fit(solver="em", tol=1e-12)
     np.testing.assert_allclose(a.params, e.params, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(a.bse, e.bse, rtol=1e-5)
     assert a.param_names[:2] == ["eq0_x0", "eq0_x1"]
@@ -160,7 +160,7 @@ def test_bad_rank_and_options():
     with pytest.raises(TypeError, match="rank"):
         SUR(eqs, rank=1.5)
     with pytest.raises(ValueError, match="cov_type"):
-        SUR(eqs, rank=0).fit(cov_type="clustered")
+        SUR(eqs, rank=0).fit(cov_type="jackknife")
 
 
 def test_collinear_design_names_label():

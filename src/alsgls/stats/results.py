@@ -42,6 +42,8 @@ __all__ = ["SURResults", "PredictionResults", "normalise_cov_type", "check_debia
 
 #: ``cov_params()`` without a subset returns the full P x P matrix only up to this P.
 FULL_COV_LIMIT = 2000
+#: Default of ``SURResults(restriction=...)``: take the model's constraints.
+_FROM_MODEL = object()
 
 
 def check_debiased(debiased: Any) -> bool:
@@ -106,11 +108,19 @@ class SURResults:
 
     def __init__(self, model: Any, fit: GLSFit, *, cov_type: str = "unadjusted",
                  debiased: bool = False, residuals: np.ndarray | None = None,
-                 covariance: GLSCovariance | None = None) -> None:
+                 covariance: GLSCovariance | None = None,
+                 cov_config: Any = None, method: str | None = None,
+                 restriction: Any = _FROM_MODEL, sigma_divisor: str = "n") -> None:
         self.model = model
         self.fit_result = fit
+        self.sigma_divisor = sigma_divisor
         self.cov_type = normalise_cov_type(cov_type)
         self.debiased = check_debiased(debiased)
+        self._cov_config = cov_config     # CovarianceConfig, or None: the defaults
+        self.method = method if method is not None else (
+            fit.method if fit.method in ("twostep", "ols") else "ml")
+        self._restriction = (getattr(model, "_restriction", None)
+                             if restriction is _FROM_MODEL else restriction)
         self.problem: Problem = model.data
         self._eq = self.problem.layout.eq
         self._theta = self.problem.layout.pad(fit.B)
@@ -122,7 +132,8 @@ class SURResults:
         Rt = self.problem.Yt - design_matvec(self.problem.X, self._theta)
         return Rt if self.problem.O is None else Rt * self.problem.O
 
-    def with_cov_type(self, cov_type: str, *, debiased: bool | None = None) -> "SURResults":
+    def with_cov_type(self, cov_type: str, *, debiased: bool | None = None,
+                      **cov_config: Any) -> "SURResults":
         """The same fit with another covariance estimator.
 
         No refit: the residuals and the factored coefficient covariance (with
@@ -135,14 +146,58 @@ class SURResults:
             As in :meth:`SUR.fit`.
         debiased : bool, optional
             Default: as these results.
+        **cov_config
+            ``kernel``, ``bandwidth``, ``clusters``, ``group_debias`` as in
+            :meth:`SUR.fit` (only those ``cov_type`` takes).
 
         Returns
         -------
         SURResults
         """
+        cov_type = normalise_cov_type(cov_type)
+        if "clusters" in cov_config and cov_config["clusters"] is not None:
+            cov_config["clusters"] = self.model._cluster_rows(cov_config["clusters"])
+        given = {k: v for k, v in cov_config.items() if v is not None}
+        config = None
+        if given or cov_type in ("kernel", "clustered"):
+            from .covariance import covariance_config
+
+            config = covariance_config(cov_type, self.model.nobs, **given)
         return SURResults(self.model, self.fit_result, cov_type=cov_type,
                           debiased=self.debiased if debiased is None else debiased,
-                          residuals=self._Rt, covariance=self._covariance)
+                          residuals=self._Rt, covariance=self._covariance,
+                          cov_config=config, method=self.method,
+                          restriction=self._restriction, sigma_divisor=self.sigma_divisor)
+
+    @property
+    def solver(self) -> str | None:
+        """The ML algorithm that ran (``"als"``, ``"em"``, ``"em-missing"``), or None
+        for ``method="twostep"``/``"ols"``."""
+        return None if self.method != "ml" else self.fit_result.method
+
+    @property
+    def cov_config(self) -> dict:
+        """The covariance options in use (``kernel``, ``bandwidth``, ``clusters``,
+        ``group_debias`` as they apply to ``cov_type``) and ``debiased``."""
+        cfg = self._cov_config
+        out = {} if cfg is None else {k: v for k, v in vars(cfg).items() if v is not None}
+        out["debiased"] = self.debiased
+        return out
+
+    @property
+    def constraints(self) -> Any:
+        """The restrictions ``(R, q)`` imposed in estimation, or None
+        (see :meth:`SUR.add_constraints`)."""
+        if self._restriction is None:
+            return None
+        rows = [f"r{i}" for i in range(self._restriction.R.shape[0])]
+        return (_frame(np.array(self._restriction.R), rows, self.param_names),
+                _series(np.array(self._restriction.q), rows, "q"))
+
+    @property
+    def n_restrictions(self) -> int:
+        """Number ``m`` of linear restrictions imposed in estimation."""
+        return 0 if self._restriction is None else int(self._restriction.R.shape[0])
 
     # -- basic quantities ---------------------------------------------------
     @property
@@ -155,14 +210,25 @@ class SURResults:
         """The matrix-free covariance of the coefficients (:class:`GLSCovariance`),
         built on first use and shared with :meth:`with_cov_type`."""
         if self._covariance is None:
-            self._covariance = GLSCovariance.from_problem(self.problem, self.fit_result.cov,
-                                                          self._Rt)
+            if self.method == "ols":
+                from .ols_covariance import OLSCovariance
+
+                self._covariance = OLSCovariance.from_problem(
+                    self.problem, self.fit_result.cov, self._Rt)
+            elif self._restriction is None:
+                self._covariance = GLSCovariance.from_problem(
+                    self.problem, self.fit_result.cov, self._Rt)
+            else:
+                self._covariance = GLSCovariance.from_problem(
+                    self.problem, self.fit_result.cov, self._Rt, restriction=self._restriction)
         return self._covariance
 
     @cached_property
     def cov_estimator(self) -> CovarianceEstimator:
         """The covariance estimator of ``cov_type`` (built once per covariance)."""
-        return self.covariance.estimator(self.cov_type)
+        if self._cov_config is None:
+            return self.covariance.estimator(self.cov_type)
+        return self.covariance.estimator(self.cov_type, self._cov_config)
 
     @cached_property
     def _n(self) -> np.ndarray:
@@ -172,9 +238,16 @@ class SURResults:
     @cached_property
     def debias_factor(self) -> np.ndarray:
         """Per-equation scaling of the standard errors (K,): ``sqrt(n_j / (n_j - p_j))``
-        when ``debiased``, else ones (``n_j`` the equation's observed rows)."""
+        when ``debiased``, else ones (``n_j`` the equation's observed rows).
+
+        With ``sigma_divisor="dfk"`` the same correction is already inside the
+        estimated Sigma (so in every covariance built on it): the factor is one
+        and ``debiased`` only selects the t and F reference distributions, as
+        linearmodels' ``debiased=True`` does."""
         n, p = self._n, self.problem.p
-        return np.sqrt(n / (n - p)) if self.debiased else np.ones(len(p))
+        if self.debiased and self.sigma_divisor != "dfk":
+            return np.sqrt(n / (n - p))
+        return np.ones(len(p))
 
     @property
     def _scale(self) -> np.ndarray:
@@ -230,16 +303,27 @@ class SURResults:
 
     @cached_property
     def llf(self) -> float:
-        """Gaussian log-likelihood ``-N * nll_per_row`` at the MLE."""
+        """Gaussian log-likelihood ``-N * nll_per_row``.
+
+        ``method="ml"``: at the MLE.  ``"twostep"``/``"ols"``: at the returned
+        coefficients with Sigma profiled out in the rank-k model (at full rank
+        ``Sigma = R R' / N`` of the final residuals, as systemfit's
+        ``logLik``), so it never exceeds the ML value.
+        """
         return -self.problem.N * self.fit_result.nll
 
     @property
+    def n_params(self) -> int:
+        """Free parameters: coefficients minus restrictions plus Sigma's parameters."""
+        return self.df_model - self.n_restrictions + self.n_covariance_params
+
+    @property
     def aic(self) -> float:
-        return 2.0 * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
+        return 2.0 * self.n_params - 2.0 * self.llf
 
     @property
     def bic(self) -> float:
-        return np.log(self.problem.N) * (self.df_model + self.n_covariance_params) - 2.0 * self.llf
+        return np.log(self.problem.N) * self.n_params - 2.0 * self.llf
 
     # -- coefficients and their inference -------------------------------------
     @cached_property
@@ -492,22 +576,42 @@ class SURResults:
         """
         return _wald_test(self, restrictions, value)
 
-    def lr_test(self, against: str = "diagonal", **fit_options: Any) -> TestResult:
-        """Likelihood-ratio test of the factor structure.
+    def lr_test(self, against: Any = "diagonal", **fit_options: Any) -> TestResult:
+        """Likelihood-ratio test of the factor structure, or of two nested fits.
 
         Parameters
         ----------
-        against : {"diagonal", "rank-1"}
-            The restricted model: diagonal Sigma (rank 0) or rank k - 1.
+        against : {"diagonal", "rank-1"} or SURResults
+            ``"diagonal"`` / ``"rank-1"``: refit the restricted model, a
+            diagonal Sigma (rank 0) or rank k - 1 (with the same constraints).
+            Fitted results of the same data (``method="ml"``): the LR test of
+            the nested pair, whichever of the two is the restricted one --
+            constraints against none (or fewer), rank k against rank k' > k,
+            or both.
         **fit_options
-            Passed to the restricted ``fit``.
+            Passed to the restricted ``fit`` (not with fitted results).
+
+        Returns
+        -------
+        TestResult
+            Its ``df`` is the difference in free parameters (coefficients
+            minus restrictions plus covariance parameters), also spelled out
+            in ``null``.
+
+        Raises
+        ------
+        ValueError
+            Fits of different data, fits that are not nested or have the same
+            number of free parameters, or a fit that is not ML.
 
         Notes
         -----
-        ``LR = 2 (llf_k - llf_restricted)`` against chi2 with the difference in
-        covariance parameters (``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``).
-        The chi2 reference is asymptotic and unreliable
-        near Heywood cases or when k is close to the Ledermann bound.
+        ``LR = 2 (llf_unrestricted - llf_restricted)`` (0 if negative, which
+        only a fit short of its maximum can give) against chi2 with the
+        difference in free parameters; covariance parameters count
+        ``K k + K - k(k-1)/2``, capped at ``K(K+1)/2``.  The chi2 reference is
+        asymptotic and unreliable near Heywood cases or when k is close to the
+        Ledermann bound.
         """
         return _lr_test(self, against, **fit_options)
 
@@ -596,7 +700,8 @@ class SURResults:
                   ("Factor rank (k)", str(self.rank)), ("Coefficients (P)", str(self.df_model)),
                   ("Log-likelihood", f"{self.llf:.6g}"), ("AIC", f"{self.aic:.6g}"),
                   ("BIC", f"{self.bic:.6g}"), ("System R-squared", f"{self.system_rsquared:.4f}"),
-                  ("Method", self.fit_result.method.upper()), ("Cov. estimator", self.cov_type),
+                  ("Method", self._method_text()), ("Cov. estimator", self.cov_type),
+                  *([("Restrictions", str(self.n_restrictions))] if self.n_restrictions else []),
                   ("Debiased", str(self.debiased)), ("Converged", str(self.converged)),
                   ("Iterations", str(self.iterations)),
                   ("Heywood cases", str(int(self.fit_result.heywood.sum()))),
@@ -613,13 +718,83 @@ class SURResults:
             tables.append(EquationTable(e.label, e.dependent, float(r2[j]), rows,
                                         "t" if self.debiased else "z", 1 - alpha,
                                         None if self.model.observed is None else int(self._n[j])))
-        notes = [f"Sigma = F F' + diag(D) with rank {self.rank}; Sigma-hat uses divisor N."]
+        notes = [f"Sigma = F F' + diag(D) with rank {self.rank}; " + (
+            "Sigma-hat uses divisor N." if self.method == "ml" else
+            "Sigma-hat from the first-step OLS residuals.")]
         if show < d.K:
             notes.append(f"{d.K - show} of {d.K} equations not shown; use "
                          "summary(max_equations=None) or the params/bse attributes.")
         if not self.converged:
             notes.append("WARNING: the solver did not converge.")
-        return Summary("System ML (SUR) estimation results", header, tables, notes)
+        title = {"ml": "System ML (SUR)", "twostep": "System two-step FGLS (SUR)",
+                 "ols": "System OLS"}[self.method]
+        return Summary(f"{title} estimation results", header, tables, notes)
+
+    def _method_text(self) -> str:
+        """The estimator in words for the summary header."""
+        if self.method == "ml":
+            return f"ML ({self.fit_result.method.upper()})"
+        return {"twostep": "Two-step FGLS", "ols": "OLS"}[self.method]
+
+    # -- equation-level results and tables (equation_results.py, summary.py) -----
+    @cached_property
+    def equations(self) -> Any:
+        """Per-equation results: a read-only mapping ``{label: EquationResults}``.
+
+        ``res.equations["GE"]`` (or an integer position) gives that equation's
+        params, bse, tvalues, pvalues, conf_int, cov_params, rsquared,
+        rsquared_adj, f_statistic, resid, fittedvalues and summary(), built on
+        access from these results (see
+        :class:`alsgls.stats.equation_results.EquationResults`).  An unknown
+        label raises ``KeyError`` listing the labels.
+        """
+        from .equation_results import EquationMap
+
+        return EquationMap(self)
+
+    def summary_frame(self, alpha: float = 0.05) -> Any:
+        """Tidy coefficient table: one row per coefficient.
+
+        Parameters
+        ----------
+        alpha : float, default 0.05
+            Intervals of coverage ``1 - alpha`` (as :meth:`conf_int`).
+
+        Returns
+        -------
+        DataFrame or structured ndarray, shape (P,)
+            Columns ``equation, regressor, coef, std_err, z`` (``t`` when
+            debiased) ``, p_value, ci_lower, ci_upper``, default index; a
+            structured ndarray with these fields when pandas is absent.
+        """
+        from .summary import summary_frame
+
+        return summary_frame(self, alpha)
+
+    def params_table(self, stat: str | None = "std_err", *, stars: bool = False,
+                     equations: Sequence | None = None) -> Any:
+        """Side-by-side coefficient table with the equations as columns.
+
+        Parameters
+        ----------
+        stat : {"std_err", "t", "p_value"} or None, default "std_err"
+            The line in parentheses under each coefficient (also
+            ``"std_errors"``, ``"tstats"``, ``"pvalues"``); None: none.
+        stars : bool, default False
+            ``*``, ``**``, ``***`` for p-values below 0.1, 0.05, 0.01.
+        equations : list of str or int, optional
+            Labels or positions of the columns (default: every equation).
+
+        Returns
+        -------
+        ColumnTable
+            ``str()``, ``as_text()``, ``as_html()`` (also shown in notebooks)
+            and ``as_latex()``; R-squared, adjusted R-squared and N at the
+            bottom.
+        """
+        from .summary import params_table
+
+        return params_table(self, stat, stars=stars, equations=equations)
 
     def _missing_header(self) -> list:
         out = []

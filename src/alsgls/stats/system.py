@@ -16,8 +16,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._labels import _frame, _series
 from .._labels import require_pandas as import_pandas
+from .._warnings import warn
 from ..core.dispatch import SOLVERS, fit_problem
+from ..core.fgls import ESTIMATORS, check_sigma_divisor, fit_fgls
 from ..core.options import solver_options
 from ..core.problem import (
     Problem,
@@ -27,9 +30,14 @@ from ..core.problem import (
     check_rank,
     check_weights,
 )
+from .covariance import normalise_cov_type
 from .equations import Equation, build_equations
+from .hypothesis import restriction_matrix
 
-__all__ = ["SUR", "Equation", "import_pandas", "import_formulaic"]
+__all__ = ["SUR", "Equation", "import_pandas", "import_formulaic", "FULL_RANK_DEFAULT_LIMIT"]
+
+#: Largest K for which ``SUR(equations)`` without ``rank`` means ``rank="full"``.
+FULL_RANK_DEFAULT_LIMIT = 1000
 
 
 def import_formulaic():
@@ -87,9 +95,12 @@ class SUR:
         row; equations without weights count as weight 1).  pandas objects
         whose indexes differ are aligned on the union of their indexes; the
         gaps become missing responses.
-    rank : int or "full"
+    rank : int or "full", optional
         Number of factors ``k``, ``0 <= k < K``; ``"full"`` means ``K - 1``,
-        the unrestricted SUR (any positive-definite Sigma).
+        the unrestricted SUR (any positive-definite Sigma) -- the model
+        linearmodels, Stata's ``sureg`` and systemfit fit, and the default
+        up to ``FULL_RANK_DEFAULT_LIMIT`` (1000) equations.  Beyond that a
+        rank must be given: at full rank Sigma is K x K.
     missing : {"ml", "drop", "raise"}, default "ml"
         What to do with NaN in a dependent (a missing response; NaN in the
         same row of that equation's exog is then allowed).  ``"ml"``: exact
@@ -103,6 +114,12 @@ class SUR:
         linearmodels does); each row's log-likelihood counts ``w_i`` times.
         With complete data this equals linearmodels' weighted SUR (data
         scaled by ``sqrt(w_i)``).  A Series is aligned on the equations' index.
+    constraints : str, list of str, or tuple (R, q), optional
+        Linear restrictions ``R beta = q`` imposed in estimation (every
+        ``method``), in the string syntax of :meth:`SURResults.wald_test`
+        (``"eqA_x1 = eqB_x1, eqA_x2 = 0"``) or as a matrix ``R`` (m, P)
+        (array, or DataFrame whose columns name parameters) with ``q`` (m,);
+        see :meth:`add_constraints`.
 
     Raises
     ------
@@ -134,12 +151,13 @@ class SUR:
     (8,)
     """
 
-    def __init__(self, equations: Mapping, *, rank: int | str, missing: str = "ml",
-                 weights: Any = None) -> None:
+    def __init__(self, equations: Mapping, *, rank: int | str | None = None, missing: str = "ml",
+                 weights: Any = None, constraints: Any = None) -> None:
         check_missing(missing)
         self.missing = missing
         self._equations, self._index, spec_w = build_equations(equations)
         self._formulas = None
+        self._restriction = None
         self.rank = self._resolve_rank(rank)
         Xs = [e.X for e in self._equations]   # views of one array: a shared design
         Y = np.column_stack([e.y for e in self._equations])
@@ -151,6 +169,10 @@ class SUR:
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
             raise ValueError(f"parameter names {dup} are ambiguous; rename labels or columns")
+        if constraints is not None:
+            r, q = (constraints if isinstance(constraints, tuple) and len(constraints) == 2
+                    and not all(isinstance(c, str) for c in constraints) else (constraints, None))
+            self.add_constraints(r, q)
 
     # -- construction ------------------------------------------------------
     def _row_weights(self, weights: Any, spec_w: np.ndarray | None,
@@ -186,6 +208,14 @@ class SUR:
 
     def _resolve_rank(self, rank: Any) -> int:
         K = len(self._equations)
+        if rank is None:                       # the default: the peers' unrestricted SUR
+            if K > FULL_RANK_DEFAULT_LIMIT:
+                raise ValueError(
+                    f"rank is required for K={K} > {FULL_RANK_DEFAULT_LIMIT} equations: the "
+                    f"unrestricted Sigma (rank='full', the default) has {K * (K + 1) // 2} "
+                    "parameters and needs K x K memory; pass rank=k with k much smaller "
+                    "than K (see alsgls.select_rank), or rank='full' explicitly")
+            rank = "full"
         if isinstance(rank, str):
             if rank == "full":
                 return K - 1
@@ -195,10 +225,11 @@ class SUR:
         return check_rank(int(rank), K, name="rank", warn_ledermann=False)
 
     @classmethod
-    def from_arrays(cls, Xs: Sequence, Y: Any, *, rank: int | str,
+    def from_arrays(cls, Xs: Sequence, Y: Any, *, rank: int | str | None = None,
                     labels: Sequence[str] | None = None,
                     exog_names: Sequence[Sequence[str]] | None = None,
-                    missing: str = "ml", weights: Any = None) -> "SUR":
+                    missing: str = "ml", weights: Any = None,
+                    constraints: Any = None) -> "SUR":
         """Build a model from the solver's layout.
 
         Parameters
@@ -208,13 +239,14 @@ class SUR:
             (stored once, not copied per equation).
         Y : array_like, shape (N, K)
             NaN marks a missing response.
-        rank : int or "full"
+        rank : int or "full", optional
+            As in :class:`SUR` (default: full up to 1000 equations).
         labels : list of K str, optional
             Equation labels (default ``eq0, eq1, ...`` or Y's columns).
         exog_names : list of K lists of str, optional
             Regressor names per equation (default ``x0, x1, ...`` or the
             DataFrame's columns); each list has one name per column.
-        missing, weights
+        missing, weights, constraints
             As in :class:`SUR`.
 
         Raises
@@ -243,11 +275,13 @@ class SUR:
         if len(set(labels)) != len(labels):
             dup = sorted({lab for lab in labels if labels.count(lab) > 1})
             raise ValueError(f"duplicate equation labels {dup}; labels must be unique")
-        return cls(dict(eqs), rank=rank, missing=missing, weights=weights)
+        return cls(dict(eqs), rank=rank, missing=missing, weights=weights,
+                   constraints=constraints)
 
     @classmethod
     def from_formula(cls, formulas: Mapping[str, str], data: Any, *,
-                     rank: int | str, missing: str = "ml", weights: Any = None) -> "SUR":
+                     rank: int | str | None = None, missing: str = "ml", weights: Any = None,
+                     constraints: Any = None) -> "SUR":
         """Build a model from ``{label: "y ~ 1 + x1 + x2"}`` formulas.
 
         Parameters
@@ -259,12 +293,15 @@ class SUR:
         data : pandas.DataFrame
             Holds every variable named in the formulas.  NaN is handled by
             ``missing`` (a NaN response is a missing response).
-        rank : int or "full"
+        rank : int or "full", optional
+            As in :class:`SUR` (default: full up to 1000 equations).
         missing : {"ml", "drop", "raise"}, default "ml"
             As in :class:`SUR`.
         weights : array_like (N,) or mapping {label: array_like (N,)}, optional
             Row weights, or linearmodels' per-equation mapping (which must
             agree across the equations observed in each row).
+        constraints : optional
+            As in :class:`SUR`.
 
         Raises
         ------
@@ -300,7 +337,7 @@ class SUR:
             if unknown:
                 raise ValueError(f"weights names unknown equations {unknown}")
             weights = None
-        mod = cls(eqs, rank=rank, missing=missing, weights=weights)
+        mod = cls(eqs, rank=rank, missing=missing, weights=weights, constraints=constraints)
         mod._formulas = {"formulas": dict(formulas), "specs": specs}
         return mod
 
@@ -412,27 +449,62 @@ class SUR:
                 f"P={int(self._problem.p.sum())}{extra})")
 
     # -- fitting -----------------------------------------------------------
-    def fit(self, *, method: str = "als", cov_type: str = "unadjusted",
-            debiased: bool = False, tol: float = 1e-10, max_iter: int | None = None,
-            **solver_options_: Any):
-        """Fit by maximum likelihood and return a :class:`~alsgls.SURResults`.
+    def fit(self, *, method: str | None = None, solver: str = "als", sigma: Any = None,
+            sigma_divisor: str = "n", cov_type: str = "unadjusted", debiased: bool = False,
+            kernel: str | None = None, bandwidth: float | None = None, clusters: Any = None,
+            group_debias: bool | None = None, tol: float = 1e-10,
+            max_iter: int | None = None, **solver_options_: Any):
+        """Fit the system and return a :class:`~alsgls.SURResults`.
 
         Parameters
         ----------
-        method : {"als", "em"}, default "als"
-            ``"als"`` is the matrix-free solver; ``"em"`` the dense EM baseline
-            (K x K memory; small systems only).  With missing responses both
-            run the exact missing-data EM (:func:`alsgls.fit_missing`).
-        cov_type : {"unadjusted", "robust"}, default "unadjusted"
-            Model-based ``A^-1`` or the heteroskedasticity-robust sandwich
-            ``A^-1 B A^-1`` (aliases "nonrobust", "classic"; "heteroskedastic", "hc0");
-            see :data:`alsgls.stats.covariance.COV_ESTIMATORS`.
+        method : {"ml", "twostep", "ols"}, default "ml"
+            ``"ml"``: maximum likelihood (iterated GLS to convergence; Stata's
+            ``sureg, isure``, linearmodels' ``iterate=True``).  ``"twostep"``:
+            Sigma from equation-by-equation OLS residuals, then one exact GLS
+            solve -- the default of linearmodels, Stata's ``sureg`` and
+            systemfit; at a rank below ``K - 1`` the first-step Sigma is the
+            maximum-likelihood factor analysis ``F F' + diag(D)`` of the OLS
+            residuals.  ``"ols"``: equation by equation (restricted least
+            squares with ``Sigma = I`` under constraints), with the full
+            cross-equation covariance of the estimates.  Default ``"twostep"``
+            when ``sigma`` is given.  ``"als"``/``"em"`` (the 0.1 meaning,
+            now ``solver``) are deprecated.
+        solver : {"als", "em"}, default "als"
+            The ML algorithm: the matrix-free ALS solver, or the dense EM reference
+            (K x K memory; small systems).  With missing responses both run the
+            exact missing-data EM (:func:`alsgls.fit_missing`).
+        sigma : ndarray (K, K), DataFrame, tuple (F, D) or LowRankCovariance, optional
+            A known Sigma: one GLS solve with it (``method="twostep"``).
+        sigma_divisor : {"n", "dfk"}, default "n"
+            Divisor of the estimated Sigma of ``"twostep"`` and ``"ols"``:
+            ``N``, or ``sqrt((N - p_i)(N - p_j))`` (``"dfk"``, alias
+            ``"geomean"``: Stata's ``dfk``, systemfit's default; linearmodels'
+            ``debiased=True`` applies it too).  ML uses ``N``.
+        cov_type : {"unadjusted", "robust", "kernel", "clustered"}, default "unadjusted"
+            Model-based ``A^-1``, the heteroskedasticity-robust sandwich, a
+            HAC (kernel) sandwich for time-ordered rows, or a one- or two-way
+            clustered sandwich (aliases: see
+            :data:`alsgls.stats.covariance.COV_ALIASES`).
         debiased : bool, default False
             Scale the covariance of coefficients in equations i, j by
             ``N / sqrt((N - p_i)(N - p_j))`` and use Student t (and F)
             reference distributions with ``N - p_j`` degrees of freedom
             (``n_j``, the equation's observed rows, in place of ``N`` when
-            responses are missing).  True or False; anything else is a ``TypeError``.
+            responses are missing).  With ``sigma_divisor="dfk"`` the
+            correction is already in Sigma-hat, so only the reference
+            distributions change (linearmodels' ``debiased=True`` is
+            ``sigma_divisor="dfk", debiased=True``).  True or False; anything
+            else is a ``TypeError``.
+        kernel : {"bartlett", "parzen", "qs"}, optional
+            ``cov_type="kernel"`` only (default "bartlett").
+        bandwidth : float, optional
+            ``cov_type="kernel"`` only (default: automatic, as linearmodels).
+        clusters : array_like (N,) or (N, 2), optional
+            ``cov_type="clustered"`` only: one or two columns of group codes
+            over the model's rows (all input rows, or only the rows used).
+        group_debias : bool, optional
+            ``cov_type="clustered"`` only: the ``G / (G - 1)`` correction.
         tol : float, default 1e-10
             Tolerance of the solver (see :func:`alsgls.als_gls`).
         max_iter : int, optional
@@ -445,17 +517,131 @@ class SUR:
         Raises
         ------
         ValueError
-            For an invalid option, or when ``rank = K - 1`` and the unrestricted
-            likelihood is unbounded (no finite MLE).
+            For an invalid option, a covariance option that ``cov_type`` does
+            not take, or when ``rank = K - 1``, ``method="ml"`` and the
+            unrestricted likelihood is unbounded (no finite MLE).
         """
-        from .results import SURResults, check_debiased, normalise_cov_type
+        from .results import SURResults, check_debiased
 
+        method, solver = self._fit_method(method, solver, sigma)
         cov_type = normalise_cov_type(cov_type)
         debiased = check_debiased(debiased)
-        if method not in SOLVERS[:2]:
-            raise ValueError(f"method must be 'als' or 'em', got {method!r}")
+        given = self._cov_options(kernel, bandwidth, clusters, group_debias)
+        config = None
+        if given or cov_type in ("kernel", "clustered"):
+            from .covariance import covariance_config
+
+            config = covariance_config(cov_type, self.nobs, **given)
         options = solver_options(None, "SUR.fit", tol=tol, max_iter=max_iter,
                                  **solver_options_)
-        fit, Rt = fit_problem(self._problem, self.rank, options, solver=method,
-                              ledermann_warning=False)
-        return SURResults(self, fit, cov_type=cov_type, debiased=debiased, residuals=Rt)
+        restriction = self._restriction
+        if method == "ml":
+            if sigma is not None:
+                raise ValueError("sigma= fixes Sigma, so there is nothing to maximise over: "
+                                 "use method='twostep' (one GLS solve with that Sigma)")
+            if check_sigma_divisor(sigma_divisor) != "n":
+                raise ValueError("sigma_divisor applies to the estimated Sigma of "
+                                 "method='twostep' and 'ols'; the MLE uses divisor N")
+            extra = {} if restriction is None else {"restriction": restriction}
+            fit, Rt = fit_problem(self._problem, self.rank, options, solver=solver,
+                                  ledermann_warning=False, **extra)
+        else:
+            if method == "ols" and restriction is not None:
+                raise ValueError("method='ols' does not take constraints: restricted "
+                                 "estimation is method='twostep' or 'ml'")
+            fit, Rt = fit_fgls(self._problem, self.rank, options, method=method, sigma=sigma,
+                               sigma_divisor=sigma_divisor, restriction=restriction)
+        return SURResults(self, fit, cov_type=cov_type, debiased=debiased, residuals=Rt,
+                          cov_config=config, method=method,
+                          sigma_divisor=("n" if sigma is not None
+                                         else check_sigma_divisor(sigma_divisor)))
+
+    def _fit_method(self, method: Any, solver: Any, sigma: Any) -> tuple[str, str]:
+        """``(method, solver)`` validated; the 0.1 spelling ``method="als"|"em"``
+        warns and moves to ``solver``."""
+        if method in SOLVERS[:2]:
+            warn(f"fit(method={method!r}) is deprecated: the algorithm is now "
+                 f"solver={method!r}, and method chooses the estimator "
+                 "('ml', 'twostep' or 'ols')", DeprecationWarning)
+            method, solver = "ml", method
+        if method is None:
+            method = "ml" if sigma is None else "twostep"
+        if method not in ("ml",) + ESTIMATORS:
+            raise ValueError(f"method must be 'ml', 'twostep' or 'ols', got {method!r}")
+        if solver not in SOLVERS[:2]:
+            raise ValueError(f"solver must be 'als' or 'em', got {solver!r}")
+        return method, solver
+
+    def _cov_options(self, kernel: Any, bandwidth: Any, clusters: Any,
+                     group_debias: Any) -> dict:
+        """The covariance options that were given, clusters over the rows used."""
+        out = {}
+        if kernel is not None:
+            out["kernel"] = kernel
+        if bandwidth is not None:
+            out["bandwidth"] = bandwidth
+        if group_debias is not None:
+            out["group_debias"] = group_debias
+        if clusters is not None:
+            out["clusters"] = self._cluster_rows(clusters)
+        return out
+
+    def _cluster_rows(self, clusters: Any) -> Any:
+        """Cluster codes over the rows used: a pandas object is aligned on the
+        model's index; an array over all input rows is subset to the rows used."""
+        if hasattr(clusters, "index") and self._index is not None and hasattr(clusters, "loc"):
+            if not clusters.index.equals(self._index):
+                missing = self._index.difference(clusters.index)
+                if len(missing):
+                    raise ValueError(f"clusters has no entry for {len(missing)} row(s) of "
+                                     f"the model, e.g. {missing[0]!r}")
+                clusters = clusters.loc[self._index]
+            clusters = clusters.to_numpy()
+        arr = np.asarray(clusters)
+        n_in, rows = self._problem.n_rows_in, self._problem.rows
+        if arr.ndim >= 1 and arr.shape[0] == n_in and rows.size != n_in:
+            arr = arr[rows]
+        return arr
+
+    # -- constraints -------------------------------------------------------
+    def add_constraints(self, r: Any, q: Any = None) -> None:
+        """Impose linear restrictions ``r beta = q`` in estimation (linearmodels' name).
+
+        Replaces any constraints set before (as linearmodels does); give every
+        restriction in one call.
+
+        Parameters
+        ----------
+        r : str, list of str, ndarray (m, P) or DataFrame
+            Strings in the syntax of :meth:`SURResults.wald_test`
+            (``"eqA_x1 = eqB_x1, eqA_x2 = 0"``), or a matrix over the
+            parameters (a DataFrame's columns name them).
+        q : array_like (m,), optional
+            Right-hand side for a matrix (default 0).
+
+        Raises
+        ------
+        ValueError
+            Unknown parameter names, wrong shapes, redundant or inconsistent
+            restrictions (messages name them).
+        """
+        from ..core.restriction import build_restriction
+
+        R, value = restriction_matrix(r, q, self.param_names)
+        self._restriction = build_restriction(R, value, self._problem.layout,
+                                              names=self.param_names)
+
+    def reset_constraints(self) -> None:
+        """Remove the constraints."""
+        self._restriction = None
+
+    @property
+    def constraints(self) -> Any:
+        """The restrictions ``(R, q)`` as a DataFrame (m, P) over the parameter
+        names and a Series (m,) (arrays without pandas), or None."""
+        res = self._restriction
+        if res is None:
+            return None
+        rows = [f"r{i}" for i in range(res.R.shape[0])]
+        return (_frame(np.array(res.R), rows, self.param_names),
+                _series(np.array(res.q), rows, "q"))
