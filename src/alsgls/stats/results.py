@@ -675,6 +675,8 @@ class SURResults:
     def _se_method_text(self) -> str:
         """How the standard errors were computed: exact, or truncated with its bound."""
         gls = self.covariance
+        if self.method == "ols":
+            return "exact (per-equation QR)"
         if gls.method == "exact":
             return "exact (Woodbury core)"
         return f"Lanczos, var. bound {gls.truncation_bound:.1e}"
