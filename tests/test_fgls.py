@@ -182,3 +182,34 @@ def test_simulated_twostep_near_ml_at_low_rank():
     d = np.abs(np.asarray(ml.params) - np.asarray(two.params)) / np.asarray(ml.bse)
     assert d.max() < 0.5
     assert two.llf <= ml.llf + 1e-8
+
+
+def test_restricted_ols_and_twostep_match_dense_restricted_least_squares(system):
+    Xs, Y = system
+    N, K = Y.shape
+    mod = SUR.from_arrays(Xs, Y, constraints="eq0_x1 = eq1_x1, eq2_x0 + eq3_x0 = 1")
+    R, q = (np.asarray(a) for a in mod.constraints)
+    Z = block_diag_design(Xs)
+    y = Y.T.ravel()
+
+    def restricted(W):
+        A = Z.T @ W @ Z
+        Ai = np.linalg.inv(A)
+        b = Ai @ Z.T @ W @ y
+        b = b - Ai @ R.T @ np.linalg.solve(R @ Ai @ R.T, R @ b - q)
+        C = Ai - Ai @ R.T @ np.linalg.solve(R @ Ai @ R.T, R @ Ai)
+        return b, C
+
+    b_ols, C_ols = restricted(np.eye(N * K))
+    E = (y - Z @ b_ols).reshape(K, N)
+    S = E @ E.T / N
+    res = mod.fit(method="ols")
+    np.testing.assert_allclose(np.asarray(res.params), b_ols, rtol=1e-10, atol=1e-12)
+    V = C_ols @ Z.T @ np.kron(S, np.eye(N)) @ Z @ C_ols
+    np.testing.assert_allclose(np.asarray(res.bse), np.sqrt(np.diag(V)), rtol=1e-8)
+    np.testing.assert_allclose(np.asarray(res.cov_params()), V, rtol=1e-7, atol=1e-12)
+    # two-step: Sigma from the restricted OLS residuals, then restricted GLS
+    b2, C2 = restricted(np.kron(np.linalg.inv(S), np.eye(N)))
+    res2 = mod.fit(method="twostep")
+    np.testing.assert_allclose(np.asarray(res2.params), b2, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.asarray(res2.bse), np.sqrt(np.diag(C2)), rtol=1e-8)

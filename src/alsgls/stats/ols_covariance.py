@@ -142,7 +142,7 @@ class OLSCovariance:
 
     def __init__(self, X: np.ndarray, p: np.ndarray, sigma: LowRankCovariance,
                  Rt: np.ndarray | None = None, *, mask: np.ndarray | None = None,
-                 weights: np.ndarray | None = None) -> None:
+                 weights: np.ndarray | None = None, restriction: Any = None) -> None:
         if not isinstance(sigma, LowRankCovariance):
             raise TypeError(f"sigma must be a LowRankCovariance, got {type(sigma).__name__}")
         X = np.asarray(X, dtype=np.float64)
@@ -154,10 +154,18 @@ class OLSCovariance:
         self.Rt = None if Rt is None else f.weight_rows(np.asarray(Rt, dtype=np.float64))
         self.K, self.N, self.pmax, self.k = f.K, f.N, f.pmax, f.k
         self._estimators: dict[tuple, CovarianceEstimator] = {}
+        self.restriction = restriction
+        self._restriction_Rt = None if restriction is None else np.asarray(
+            getattr(restriction, "Rt", restriction), dtype=np.float64)
+        if self._restriction_Rt is not None and self._restriction_Rt.shape[:2] != (
+                self.K, self.pmax):
+            raise ValueError("restriction must be a LinearRestriction or R' as (K, pmax, m) "
+                             f"= ({self.K}, {self.pmax}, m), got "
+                             f"{self._restriction_Rt.shape}")
 
     @classmethod
     def from_problem(cls, problem: Any, sigma: LowRankCovariance,
-                     Rt: np.ndarray | None = None) -> OLSCovariance:
+                     Rt: np.ndarray | None = None, restriction: Any = None) -> OLSCovariance:
         """The covariance for a problem record (``alsgls.core.problem``).
 
         Parameters
@@ -167,13 +175,16 @@ class OLSCovariance:
             0.0 missing, or None) and ``w`` ((N,) or None).
         sigma : LowRankCovariance
         Rt : ndarray, shape (K, N), optional
+        restriction : LinearRestriction, optional
+            Restrictions ``R beta = q`` of restricted least squares.
 
         Returns
         -------
         OLSCovariance
         """
         mask = None if problem.O is None else np.asarray(problem.O).T > 0
-        return cls(problem.X, problem.p, sigma, Rt, mask=mask, weights=problem.w)
+        return cls(problem.X, problem.p, sigma, Rt, mask=mask, weights=problem.w,
+                   restriction=restriction)
 
     @property
     def sigma(self) -> LowRankCovariance:
@@ -201,13 +212,40 @@ class OLSCovariance:
         Ri = self._rinv
         return np.einsum("kab,kcb->kac", Ri, Ri)
 
+    def _gram_solve(self, Z: np.ndarray) -> np.ndarray:
+        """``blockdiag(X_j'X_j)^-1 Z`` for Z (K, pmax, m)."""
+        Ri = self._rinv
+        return np.einsum("kab,kbm->kam", Ri, np.einsum("kba,kbm->kam", Ri, Z))
+
     def solve(self, Z: np.ndarray) -> np.ndarray:
-        """``blockdiag(X_j'X_j)^-1 Z`` for Z (K, pmax) or (K, pmax, m), padded layout."""
+        """The bread applied to Z (K, pmax) or (K, pmax, m), padded layout:
+        ``B Z`` with ``B = blockdiag(X_j'X_j)^-1``, or under restrictions the
+        restricted bread ``(B - W S^-1 W') Z``, ``W = B R'``, ``S = R W``."""
         Z = np.asarray(Z, dtype=np.float64)
         if Z.ndim == 2:
             return self.solve(Z[:, :, None])[:, :, 0]
-        Ri = self._rinv
-        return np.einsum("kab,kbm->kam", Ri, np.einsum("kba,kbm->kam", Ri, Z))
+        out = self._gram_solve(Z)
+        if self._restriction_Rt is not None:
+            W, Sinv = self._restricted_core
+            lam = Sinv @ np.einsum("kqn,kql->nl", self._restriction_Rt, out)
+            out = out - np.einsum("kpm,ml->kpl", W, lam)
+        return out
+
+    @cached_property
+    def _restricted_core(self) -> tuple[np.ndarray, np.ndarray]:
+        """``W = B R'`` (K, pmax, m) and ``S^-1 = (R B R')^-1`` (m, m)."""
+        W = self._gram_solve(self._restriction_Rt)
+        S = np.einsum("kpm,kpn->mn", self._restriction_Rt, W)
+        return W, np.linalg.inv(0.5 * (S + S.T))
+
+    def _sigma_apply(self, W: np.ndarray) -> np.ndarray:
+        """``X'(Sigma (x) I)X W`` (K, pmax, m) for W (K, pmax, m), matrix-free."""
+        F, D = self.cov.F, self.cov.D
+        Z = np.einsum("knp,kpm->knm", self.X, W)
+        E = D[:, None, None] * Z
+        if F.shape[1]:
+            E += np.einsum("kl,lnm->knm", F, np.einsum("kl,knm->lnm", F, Z))
+        return np.einsum("knp,knm->kpm", self.X, E)
 
     def row_solve(self, U: np.ndarray) -> np.ndarray:
         """The identity, zero where unobserved: the OLS scores are ``X_t' r_t``."""
@@ -219,8 +257,24 @@ class OLSCovariance:
 
     @cached_property
     def diagonal_blocks(self) -> np.ndarray:
-        """Model-based ``Cov(b_j) = sigma_jj (X_j'X_j)^-1`` (K, pmax, pmax)."""
-        return self.cov.diagonal[:, None, None] * self.gram_inverse
+        """Model-based ``Cov(b_j) = sigma_jj (X_j'X_j)^-1`` (K, pmax, pmax).
+
+        Under restrictions, the blocks of ``C M C`` with the restricted bread
+        ``C = B - W G W'`` (``G = S^-1``) and ``M = X'(Sigma (x) I)X``:
+        ``sigma_jj B_j - B_j U_j G W_j' - W_j G U_j' B_j + W_j G (W'U) G W_j'``
+        with ``U = M W`` (m products with M, never P x P).
+        """
+        base = self.cov.diagonal[:, None, None] * self.gram_inverse
+        if self._restriction_Rt is None:
+            return base
+        W, G = self._restricted_core
+        U = self._sigma_apply(W)
+        BU = self._gram_solve(U)
+        cross = np.einsum("kpm,mn,kqn->kpq", BU, G, W)
+        WtU = np.einsum("kpm,kpn->mn", W, U)
+        GWUG = G @ (0.5 * (WtU + WtU.T)) @ G
+        return base - cross - np.transpose(cross, (0, 2, 1)) + np.einsum(
+            "kpm,mn,kqn->kpq", W, GWUG, W)
 
     def estimator(self, cov_type: str, config: CovarianceConfig | None = None
                   ) -> CovarianceEstimator:
