@@ -1,5 +1,9 @@
 """Time and peak memory of a fit alone versus fit plus all standard errors.
 
+For the cost of standard errors as multiples of the fit (model-based,
+robust, ``summary()`` of ten equations; interleaved, best of several runs)
+see ``benchmarks/se_cost.py``.
+
 Usage::
 
     python benchmarks/scale_inference.py --K 2000 --N 500 --p 3 --k 2
@@ -17,6 +21,11 @@ import tracemalloc
 import numpy as np
 
 from alsgls import simulate_sur
+
+try:  # labelled outputs import pandas on first use: not part of what is timed
+    import pandas  # noqa: F401
+except ImportError:
+    pass
 from alsgls.stats.system import SUR
 
 

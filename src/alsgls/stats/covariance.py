@@ -494,11 +494,18 @@ class Robust(ModelBased):
 
     @cached_property
     def factor(self) -> np.ndarray:
-        """``H = A^-1 Gamma'`` (K, pmax, N): the sandwich is ``H Omega H'``."""
+        """``H = A^-1 Gamma'`` (K, pmax, N): the sandwich is ``H Omega H'``.
+
+        Solved with the covariance's ``bread`` (its ``solve`` when it has none):
+        one pass for all ``N`` scores."""
         scores = self.scores
         if self._shared is not None:
             return self._shared.factor
-        return self.gls.solve(scores)
+        return self._bread(scores)
+
+    def _bread(self, Z: np.ndarray) -> np.ndarray:
+        """``A^-1 Z`` as the sandwiches apply it (``gls.bread``, else ``gls.solve``)."""
+        return getattr(self.gls, "bread", self.gls.solve)(Z)
 
     def middle(self, H: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """``H Omega H'`` as terms ``(s, U, V)`` meaning ``s U V'`` (U, V as H).
@@ -516,8 +523,17 @@ class Robust(ModelBased):
 
     @single_blas_thread
     def contrast_cov(self, L: np.ndarray) -> np.ndarray:
-        """``(L' H) Omega (L' H)'`` (m, m) for ``L`` (K, pmax, m) in padded layout."""
-        Hl = np.einsum("jam,jan->mn", L, self.factor)
+        """``(L' H) Omega (L' H)'`` (m, m) for ``L`` (K, pmax, m) in padded layout.
+
+        ``L' H = (A^-1 L)' Gamma'``: with ``H`` not computed yet, ``m`` solves
+        and one pass over the scores (a few equations cost a few equations)."""
+        done = vars(self).get("factor")
+        if done is None and self._shared is not None:
+            done = vars(self._shared).get("factor")
+        if done is not None:
+            Hl = np.einsum("jam,jan->mn", L, done)
+        else:
+            Hl = np.einsum("jam,jan->mn", self._bread(L), self.scores)
         out = sum(s * (U @ V.T) for s, U, V in self.middle(Hl))
         return 0.5 * (out + out.T)
 

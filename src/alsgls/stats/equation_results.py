@@ -139,17 +139,22 @@ class EquationResults:
         return self.results.contrast_covariance(R)
 
     def _system_bse_ready(self) -> bool:
-        """Whether slicing the system's standard errors costs nothing extra: they (or
-        the estimator's diagonal blocks) are cached, or the covariance is not the
-        exact one (keep one approximation for both views)."""
+        """Whether to slice the system's standard errors rather than compute this
+        block alone (``p_j`` solves): when they (or the estimator's diagonal
+        blocks) are cached, or for the model-based covariance with Lanczos,
+        whose blocks cost nothing beyond the Krylov basis any solve needs (one
+        approximation for both views).  A sandwich block alone is ``p_j``
+        applications of the same bread as the system's and one pass over the
+        scores, never the ``N`` solved scores."""
         res = self.results
         done = vars(res)
         if "bse" in done or "_var" in done:
             return True
-        if getattr(res.covariance, "method", "exact") != "exact":
-            return True
         est = done.get("cov_estimator")
-        return est is not None and "diagonal_blocks" in vars(est)
+        if est is not None and "diagonal_blocks" in vars(est):
+            return True
+        return (res.cov_type == "unadjusted"
+                and getattr(res.covariance, "method", "exact") != "exact")
 
     @cached_property
     def _se(self) -> np.ndarray:

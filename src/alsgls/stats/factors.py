@@ -1,33 +1,42 @@
 """The per-equation factors of the GLS information, shared by the strategies.
 
-With the thin QR ``X_j = Q_j R_j`` of each (masked, ``sqrt(w)``-scaled) design
-and ``T_j = sqrt(D_j) R_j^-1``, the information ``A = X'(Sigma^-1 (x) I)X`` is
-``T^-T (I - V'V) T^-1`` with ``V = [sqrt(D_j) (g_j (x) Q_j)]_j`` (per-row
-``G_i`` with a mask); :class:`DesignFactors` holds ``Q``, ``T`` and the
-Woodbury factors and applies ``V``, ``V'`` and ``M = V'V``.  The exact core
-(:class:`alsgls.stats.inference.ExactCore`) and the truncated
-eigen-correction (:class:`alsgls.stats.lanczos.LanczosCorrection`) use only
-this record's public interface; see :mod:`alsgls.stats.inference` for the
-mathematics.
+With the Gram matrices ``X_j'X_j`` of the (masked, ``sqrt(w)``-scaled) designs
+and any ``T_j`` with ``T_j T_j' = D_j (X_j'X_j)^-1`` (here from a Cholesky
+factor of the column-scaled Gram matrix), the information
+``A = X'(Sigma^-1 (x) I)X`` is ``T^-T (I - V'V) T^-1`` with the ``N k x P``
+operator ``V = [g_j (x) X_j T_j]_j`` (``g_j`` the row ``j`` of ``G``; a per-row
+``G_i`` with a mask).  ``X_j T_j = sqrt(D_j) Q_j`` for the thin QR
+``X_j = Q_j R_j``, so ``V`` is the operator of the module docstring of
+:mod:`alsgls.stats.inference`; ``Q`` itself is never formed.
+:class:`DesignFactors` holds ``T`` and applies ``V``, ``V'`` and ``M = V'V``
+with GEMMs over one copy of the designs laid out ``(pmax, K, N)`` (inner
+dimension K).  The strategies (:class:`alsgls.stats.inference.ExactCore`,
+:class:`alsgls.stats.lanczos.LanczosCorrection`) use only this record's public
+interface.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cached_property
-from typing import Iterator
 
 import numpy as np
 
-from ..core.ops import LowRankCovariance, row_core_inverse, row_core_solve, triangular_inverse
+from ..core.ops import (
+    LowRankCovariance,
+    row_core_inverse,
+    row_core_solve,
+    triangular_inverse,
+)
 
-__all__ = ["DesignFactors", "CHUNK_BYTES"]
+__all__ = ["CHUNK_BYTES", "DesignFactors"]
 
-#: Bytes of the per-chunk temporaries ``V_c`` (N k x chunk equations x pmax).
+#: Bytes of the per-chunk temporaries (columns of ``V``, products with ``M``).
 CHUNK_BYTES = 32 * 2**20
 
 
 class DesignFactors:
-    """The per-equation factors of the GLS information, shared by both strategies.
+    """The per-equation factors of the GLS information, shared by the strategies.
 
     Built once from the designs, ``Sigma`` and the observation pattern; each
     factor is computed on first use and cached.  Notation as in the module
@@ -36,7 +45,8 @@ class DesignFactors:
     Parameters
     ----------
     X : ndarray, shape (K, N, pmax)
-        Zero-padded designs; entries where ``mask`` is False are ignored.
+        Zero-padded designs; entries where ``mask`` is False are ignored.  A
+        zero-stride view (one design shared by every equation) stays one array.
     p : ndarray of int, shape (K,)
         Number of regressors of each equation.
     cov : LowRankCovariance
@@ -61,6 +71,9 @@ class DesignFactors:
         Equations, rows, widest design, factor rank.
     mask : ndarray of bool, shape (K, pmax)
         True where a coefficient exists (the padded layout).
+    shared : bool
+        One design for every equation and nothing missing: the information is
+        the Kronecker product ``Sigma^-1 (x) X_0'X_0``.
     """
 
     def __init__(self, X: np.ndarray, p: np.ndarray, cov: LowRankCovariance, *,
@@ -80,48 +93,68 @@ class DesignFactors:
                 raise ValueError(f"weights must be finite, non-negative and of shape ({N},)")
             # sqrt(w_i) on rows of X and r gives w_i in A and the scores
             self.sqrt_weights = np.sqrt(w)
-        self.X = self.weight_rows(X)
         self.p = np.asarray(p)
+        self.mask = np.arange(pmax)[None, :] < self.p[:, None]
+        self.shared = bool(K > 1 and X.strides[0] == 0 and self.obs is None
+                           and np.all(self.p == self.p[0]))
+        self.X = self.weight_rows(X)
         self.cov = cov
         self.K, self.N, self.pmax, self.k = K, N, pmax, cov.k
-        self.mask = np.arange(pmax)[None, :] < self.p[:, None]
 
     def weight_rows(self, A: np.ndarray) -> np.ndarray:
         """``A`` (K, N, ...) with unobserved entries zeroed (they may be NaN) and
-        row ``i`` scaled by ``sqrt(w_i)``: what is done to ``X``, for residuals."""
+        row ``i`` scaled by ``sqrt(w_i)``: what is done to ``X``, for residuals.
+        A zero-stride view stays one (a shared design is scaled once)."""
         if self.obs is not None:
             A = np.where(self.obs.reshape(self.obs.shape + (1,) * (A.ndim - 2)), A, 0.0)
         if self.sqrt_weights is not None:
-            A = A * self.sqrt_weights.reshape((1, -1) + (1,) * (A.ndim - 2))
+            sw = self.sqrt_weights.reshape((-1,) + (1,) * (A.ndim - 2))
+            if A.shape[0] > 1 and A.strides[0] == 0:
+                return np.broadcast_to(A[0] * sw, A.shape)
+            A = A * sw[None]
         return A
 
     # -- factors --------------------------------------------------------------
     @cached_property
-    def _qr(self) -> tuple[np.ndarray, np.ndarray]:
-        """(Q, T) with padded columns neutralised (a unit diagonal in R)."""
-        Q, R = np.linalg.qr(self.X)
-        both = self.mask[:, :, None] & self.mask[:, None, :]
-        Q = Q * self.mask[:, None, :]
-        R = R * both
-        R[:, np.arange(self.pmax), np.arange(self.pmax)] += ~self.mask   # unit padding
-        Rinv = triangular_inverse(R)     # upper R: a batched solve, p x p and well scaled
-        return Q, np.sqrt(self.cov.D)[:, None, None] * Rinv * both
+    def gram(self) -> np.ndarray:
+        """``X_j'X_j`` (K, pmax, pmax) of the scaled designs; unit diagonal in the
+        padding.  One matrix (a zero-stride view) for a shared design."""
+        if self.shared:
+            g = self.X[0].T @ self.X[0]
+            g[np.arange(self.pmax), np.arange(self.pmax)] += ~self.mask[0]
+            return np.broadcast_to(g, (self.K, self.pmax, self.pmax))
+        g = np.matmul(self.X.transpose(0, 2, 1), self.X)
+        g[:, np.arange(self.pmax), np.arange(self.pmax)] += ~self.mask
+        return g
 
-    @property
-    def Q(self) -> np.ndarray:
-        """Thin QR factors ``Q_j`` (K, N, pmax), padded columns zero."""
-        return self._qr[0]
+    @cached_property
+    def _gram_factor(self) -> np.ndarray:
+        """``S^-1 L^-T`` with ``L L'`` the Cholesky factor of the column-scaled Gram
+        matrix ``S^-1 X'X S^-1`` (so ``(X'X)^-1 = (S^-1 L^-T)(S^-1 L^-T)'``)."""
+        g = self.gram[:1] if self.shared else self.gram
+        s = np.sqrt(np.einsum("kpp->kp", g))
+        try:
+            L = np.linalg.cholesky(g / s[:, :, None] / s[:, None, :])
+        except np.linalg.LinAlgError as exc:
+            raise np.linalg.LinAlgError(
+                "a design is numerically rank deficient on its observed (weighted) rows; "
+                "standard errors are not available: drop the collinear column") from exc
+        return triangular_inverse(L).transpose(0, 2, 1) / s[:, :, None]
 
-    @property
+    @cached_property
     def T(self) -> np.ndarray:
-        """``T_j = sqrt(D_j) R_j^-1`` (K, pmax, pmax), so ``Delta_j^-1 = T_j T_j'``;
+        """``T_j`` (K, pmax, pmax) with ``T_j T_j' = Delta_j^-1 = D_j (X_j'X_j)^-1``;
         padding zero."""
-        return self._qr[1]
+        both = self.mask[:, :, None] & self.mask[:, None, :]
+        return np.sqrt(self.cov.D)[:, None, None] * self._gram_factor * both
 
     @property
-    def gs(self) -> np.ndarray:
-        """``sqrt(D_j) g_j`` (K, k), the rows of ``V`` without a mask."""
-        return np.sqrt(self.cov.D)[:, None] * self.cov.G
+    def E(self) -> np.ndarray:
+        """The equation weights of ``V`` (K, k): ``G`` without a mask, else
+        ``F / D`` (the per-row ``L_i^-1`` is applied on the row side)."""
+        if self.obs is None:
+            return self.cov.G
+        return self.cov.F / self.cov.D[:, None]
 
     @cached_property
     def row_core_inverse(self) -> np.ndarray | None:
@@ -130,13 +163,6 @@ class DesignFactors:
         if self.obs is None:
             return None
         return row_core_inverse(self.cov.F, self.cov.D, self.obs.astype(np.float64))
-
-    def gs_rows(self, sl: slice) -> np.ndarray:
-        """``sqrt(D_j) G_i[j, :]`` for equations ``sl`` and every row: (N, c, k)
-        (with a mask only)."""
-        Fs = self.cov.F[sl] / np.sqrt(self.cov.D[sl])[:, None]
-        g = np.einsum("jm,nlm->njl", Fs, self.row_core_inverse)
-        return g * self.obs[sl].T[:, :, None]
 
     def row_solve(self, U: np.ndarray) -> np.ndarray:
         """``Sigma_{O_i}^-1 u_{i,O}`` for every row, zero where unobserved: (K, N) -> (K, N)."""
@@ -156,87 +182,120 @@ class DesignFactors:
         for s in range(0, self.K, c):
             yield slice(s, min(s + c, self.K))
 
+    def batches(self, m: int) -> Iterator[slice]:
+        """Slices of ``m`` right-hand sides whose products with ``V`` (``N k`` and
+        ``K pmax k`` rows each) fit in ``CHUNK_BYTES`` (at least 16 at a time)."""
+        c = max(16, CHUNK_BYTES // max(8 * max(self.N, self.K * self.pmax) * max(self.k, 1), 1))
+        for s in range(0, m, c):
+            yield slice(s, min(s + c, m))
+
     # -- operators --------------------------------------------------------------
+    @cached_property
+    def _Xa(self) -> np.ndarray:
+        """The designs as ``(pmax, K, N)``, contiguous: ``X[:, :, a]`` is a GEMM
+        operand with inner dimension K or N.  The one copy of the data the
+        operators make."""
+        return np.ascontiguousarray(np.moveaxis(self.X, 2, 0))
+
+    @cached_property
+    def _Xa_single(self) -> np.ndarray:
+        """:attr:`_Xa` in single precision (``apply_M(..., single=True)``)."""
+        return self._Xa.astype(np.float32)
+
+    def _row_weights(self, sl: slice) -> np.ndarray:
+        """``V``'s weights ``h_(i, j, l)`` for equations ``sl`` (with a mask):
+        ``sum_m (L_i^-1)_lm F_jm / D_j``, (N, c, k)."""
+        return np.einsum("nlm,jm->njl", self.row_core_inverse, self.E[sl])
+
     def V_columns(self, sl: slice) -> np.ndarray:
-        """Columns of ``V`` for equations ``sl``: (k*N, c*pmax)."""
+        """Columns of ``V`` for equations ``sl``: (k*N, c*pmax), rows ordered (l, i)."""
+        Xt = np.matmul(self.X[sl], self.T[sl])                        # X_j T_j (c, N, pmax)
         if self.obs is not None:
-            Vc = np.einsum("njl,jna->lnja", self.gs_rows(sl), self.Q[sl])
+            Vc = np.einsum("njl,jna->lnja", self._row_weights(sl), Xt)
         else:
-            Vc = np.einsum("jl,jna->lnja", self.gs[sl], self.Q[sl])
+            Vc = np.einsum("jl,jna->lnja", self.E[sl], Xt)
         return Vc.reshape(self.k * self.N, -1)
 
+    def _forward(self, Z: np.ndarray, single: bool = False) -> np.ndarray:
+        """``sum_j e_j (x) X_j z_j`` for Z (K, pmax, m) (already through T): (N, k, m).
+
+        One GEMM ``[X_1 ... X_K] (N x P)`` times ``(e_jl z_ja)`` (P x k m)."""
+        K, m, k = self.K, Z.shape[2], self.k
+        Xa = self._Xa_single if single else self._Xa
+        B = np.empty((self.pmax, K, k, m), dtype=Xa.dtype)
+        np.multiply(self.E[None, :, :, None], Z.transpose(1, 0, 2)[:, :, None, :], out=B,
+                    casting="same_kind")
+        W = Xa.reshape(-1, self.N).T @ B.reshape(-1, k * m)
+        return W.reshape(self.N, k, m)
+
+    def _backward(self, W: np.ndarray, single: bool = False) -> np.ndarray:
+        """``[sum_l e_jl X_j' w_l]_j`` for W (N, k, m): (K, pmax, m) (before T').
+
+        One GEMM ``[X_1 ... X_K]' (P x N)`` times W (N x k m), then the sum over l."""
+        K, m, k = self.K, W.shape[2], self.k
+        Xa = self._Xa_single if single else self._Xa
+        W2 = np.ascontiguousarray(W, dtype=Xa.dtype).reshape(self.N, k * m)
+        U = (Xa.reshape(-1, self.N) @ W2).reshape(self.pmax, K, k, m)
+        out = np.zeros((self.pmax, K, m))
+        for l in range(k):
+            out += self.E[None, :, l, None] * U[:, :, l, :]
+        return out.transpose(1, 0, 2)
+
     def apply_V(self, Y: np.ndarray) -> np.ndarray:
-        """``V y`` for Y (K, pmax, m) -> (k*N, m), in equation chunks (GEMMs)."""
-        Q, m = self.Q, Y.shape[2]
-        out = np.zeros((self.k, self.N * m))
-        if self.obs is not None:
-            out = out.reshape(self.k, self.N, m)
-            for sl in self.chunks(m * (self.k + 1)):
-                t = np.matmul(Q[sl], Y[sl])                       # (c, N, m)
-                g = self.gs_rows(sl).transpose(0, 2, 1)            # (N, k, c)
-                out += np.matmul(g, t.transpose(1, 0, 2)).transpose(1, 0, 2)
-            return out.reshape(self.k * self.N, m)
-        gs = self.gs
-        for sl in self.chunks(m):
-            t = np.matmul(Q[sl], Y[sl])                           # (c, N, m)
-            out += gs[sl].T @ t.reshape(t.shape[0], -1)
+        """``V y`` for Y (K, pmax, m) -> (k*N, m), rows ordered (l, i)."""
+        m = Y.shape[2]
+        out = np.empty((self.k, self.N, m))
+        for bs in self.batches(m):
+            W = self._forward(self.apply_T(Y[:, :, bs]))
+            if self.obs is not None:
+                W = self.row_core_inverse @ W
+            out[:, :, bs] = W.transpose(1, 0, 2)
         return out.reshape(self.k * self.N, m)
 
     def apply_Vt(self, Wv: np.ndarray) -> np.ndarray:
-        """``V' w`` for w (k*N, m) -> (K, pmax, m), in equation chunks (GEMMs)."""
-        Q, m = self.Q, Wv.shape[1]
-        Wr = Wv.reshape(self.k, self.N * m)
+        """``V' w`` for w (k*N, m) -> (K, pmax, m)."""
+        m = Wv.shape[1]
+        Wr = Wv.reshape(self.k, self.N, m).transpose(1, 0, 2)        # (N, k, m)
         out = np.empty((self.K, self.pmax, m))
-        if self.obs is not None:
-            Wr = Wr.reshape(self.k, self.N, m)
-            for sl in self.chunks(m * (self.k + 1)):
-                u = np.matmul(self.gs_rows(sl), Wr.transpose(1, 0, 2)).transpose(1, 0, 2)
-                out[sl] = np.matmul(Q[sl].transpose(0, 2, 1), u)
-            return out
-        gs = self.gs
-        for sl in self.chunks(m):
-            u = (gs[sl] @ Wr).reshape(-1, self.N, m)               # (c, N, m)
-            out[sl] = np.matmul(Q[sl].transpose(0, 2, 1), u)
+        for bs in self.batches(m):
+            W = Wr[:, :, bs]
+            if self.obs is not None:
+                W = self.row_core_inverse.transpose(0, 2, 1) @ W
+            out[:, :, bs] = self.apply_Tt(self._backward(W))
         return out
 
-    @cached_property
-    def _Qn(self) -> np.ndarray:
-        """The QR factors side by side, ``[Q_1 ... Q_K]`` (N, K*pmax)."""
-        return np.ascontiguousarray(self.Q.transpose(1, 0, 2)).reshape(self.N, -1)
-
-    def apply_M(self, Y: np.ndarray) -> np.ndarray:
+    def apply_M(self, Y: np.ndarray, single: bool = False) -> np.ndarray:
         """``M y = V'(V y)`` for flat padded Y (K*pmax, m) -> (K*pmax, m).
 
-        ``(V y)_(l, i) = sum_j h_ijl (Q_j y_j)_i`` with ``h_ij = sqrt(D_j) G_i[j, :]``
-        (common ``sqrt(D_j) g_j`` without a mask); with ``h_ij = L_i^-1 f_j/sqrt(D_j)``
-        both products are GEMMs with ``[Q_1 ... Q_K]`` (inner dimension P) and a
-        per-row ``C_i^-1`` in between.  Unobserved entries are zero rows of Q_j.
-        The same operator as ``apply_Vt(apply_V(.))``, in the flat layout of
-        the Krylov basis of :class:`LanczosCorrection`.
+        ``(V y)_(l, i) = sum_j e_jl x_ij' T_j y_j`` (then ``L_i^-1`` per row
+        with a mask): ``pmax`` GEMMs ``X[:, :, a]' (K x N)`` with inner
+        dimension K, the same back, in batches of right-hand sides.  With
+        ``single=True`` the two GEMMs run in single precision (about twice as
+        fast; relative rounding about ``1e-6`` instead of ``1e-15``), the
+        rest in double.
         """
         n, m = Y.shape
-        if self.obs is None:
-            h = np.repeat(self.gs, self.pmax, axis=0)                 # (n, k)
-            W = self._Qn @ (h[:, :, None] * Y[:, None, :]).reshape(n, -1)
-        else:
-            h = np.repeat(self.cov.F / np.sqrt(self.cov.D)[:, None], self.pmax, axis=0)
-            W = self._Qn @ (h[:, :, None] * Y[:, None, :]).reshape(n, -1)
-            W = row_core_solve(self.row_core_inverse,               # C_i^-1 w_i
-                               W.reshape(self.N, self.k, m)).reshape(self.N, -1)
-        Z = (self._Qn.T @ W).reshape(n, self.k, m)
-        return np.einsum("il,ilm->im", h, Z)
+        Y3 = Y.reshape(self.K, self.pmax, m)
+        out = np.empty((self.K, self.pmax, m))
+        for bs in self.batches(m):
+            W = self._forward(self.apply_T(Y3[:, :, bs]), single)
+            if self.obs is not None:                                 # C_i^-1 w_i
+                W = row_core_solve(self.row_core_inverse, W.astype(np.float64))
+            out[:, :, bs] = self.apply_Tt(self._backward(W, single))
+        return out.reshape(n, m)
 
     @cached_property
     def M_diag(self) -> np.ndarray:
         """Exact diagonal blocks ``M_jj = V_j'V_j`` (K, pmax, pmax)."""
-        Q = self.Q
-        if self.obs is None:                                   # |sqrt(D_j) g_j|^2 Q_j'Q_j
-            return np.einsum("j,jab->jab", np.sum(self.gs ** 2, axis=1),
-                             np.einsum("jna,jnb->jab", Q, Q))
+        T = self.T
+        if self.obs is None:                                   # |g_j|^2 T_j' X_j'X_j T_j
+            TgT = np.einsum("jba,jbc,jcd->jad", T, self.gram, T)
+            return np.sum(self.E ** 2, axis=1)[:, None, None] * TgT
         out = np.empty((self.K, self.pmax, self.pmax))
         for sl in self.chunks(self.k + 1):
-            d = np.sum(self.gs_rows(sl) ** 2, axis=2).T           # (c, N)
-            out[sl] = np.einsum("jn,jna,jnb->jab", d, Q[sl], Q[sl])
+            d = np.sum(self._row_weights(sl) ** 2, axis=2).T       # (c, N)
+            G = np.einsum("jn,jna,jnb->jab", d, self.X[sl], self.X[sl])
+            out[sl] = np.einsum("jba,jbc,jcd->jad", T[sl], G, T[sl])
         return out
 
     @cached_property
@@ -246,11 +305,11 @@ class DesignFactors:
 
     def apply_Tt(self, Z: np.ndarray) -> np.ndarray:
         """``T' z`` for Z (K, pmax, m) -> (K, pmax, m): into the whitened coordinates."""
-        return np.einsum("jba,jbm->jam", self.T, Z)
+        return np.matmul(self.T.transpose(0, 2, 1), Z)
 
     def apply_T(self, Y: np.ndarray) -> np.ndarray:
-        """``T y`` for Y (K, pmax, m) -> (K, pmax, m), padding zero."""
-        return np.einsum("jab,jbm->jam", self.T, Y) * self.mask[:, :, None]
+        """``T y`` for Y (K, pmax, m) -> (K, pmax, m), padding zero (T's padding is)."""
+        return np.matmul(self.T, Y)
 
     def sandwich(self, inner: np.ndarray) -> np.ndarray:
         """Blocks ``T_j inner_j T_j'`` (K, pmax, pmax), padding zero."""

@@ -1,46 +1,63 @@
-"""Truncated eigen-correction for large Woodbury cores (``method="lanczos"``).
+"""Truncated eigen-correction with a certified error bound (``method="lanczos"``).
 
 The strategy :class:`LanczosCorrection` of
 :class:`alsgls.stats.inference.GLSCovariance`; it uses only the public
 operators of :class:`alsgls.stats.factors.DesignFactors` (``apply_M``,
-``M_diag``, ``tt``, ``T``, ``mask``); notation as in
+``M_diag``, ``tt``, ``T``, ``mask``, ``apply_T``, ``apply_Tt``); notation as in
 :mod:`alsgls.stats.inference`.
 
-When ``N k > EXACT_CORE_LIMIT`` the core is never formed.  The eigenpairs
-``(lam_i, v_i)`` of ``M = V'V`` (P x P, eigenvalues in [0, 1), applied as
-``V'(V y)``: two GEMMs with ``[Q_1 ... Q_K]``) are approximated by block
-Lanczos with full reorthogonalisation and Rayleigh-Ritz on the Krylov basis
-``Z`` (P x s, ``s <= 2 max_rank``).  With ``H = Z'MZ`` the diagonal blocks
-become the Galerkin form of the eigen-correction::
+The ``N k x N k`` Woodbury core is never formed.  In the whitened
+coordinates the variance of a coefficient is ``v = x'(I - M)^-1 x`` with
+``x = T_j' e_a`` and ``M = V'V`` (P x P, eigenvalues in [0, 1), applied as
+``V'(V y)``: GEMMs with the designs).  Block Lanczos with full
+reorthogonalisation builds a Krylov basis ``Z`` (P x s) of ``M``; with
+``H = Z'MZ`` the diagonal blocks are the Galerkin form::
 
     (A^-1)_jj ~ T_j [I + M_jj + (MZ)_j (I - H)^-1 (MZ)_j'] T_j',
 
-which equals ``T_j [I + M + sum_{i<=r} v_i v_i' lam_i^2/(1 - lam_i)]_jj T_j'``
-when ``Z`` spans the top r eigenvectors, is at least as accurate when it
-contains them, and never overstates a variance (a Galerkin projection of
-``x'(I - M)^-1 x``).  ``M_jj`` is exact and cheap.  The neglected tail
-``sum_{i>r} f(lam_i) v_i v_i'``, ``f(l) = l^2/(1 - l)``, is at most
-``f(lam_{r+1}) |t|^2`` for ``t = T_j' e_a``, ``|t|^2 = (Delta_j^-1)_aa``, so at
-most ``f(lam_{r+1})`` relative to the variance (which is at least ``|t|^2``).
-``lam_{r+1}`` is replaced by the upper estimate ``theta_{r+1} + |res_{r+1}|``
-of the (r+1)-th converged Ritz pair (a posteriori: it assumes the Krylov space
-has not missed an eigenvalue, which a random start makes improbable).  ``r``
-grows until the largest relative bound is below ``tol``; the bound achieved is
-reported (``truncation_bound``) and a ``ConvergenceWarning`` is raised when
-``max_rank`` stops it first.  Solves with ``A`` (contrasts, the robust
-sandwich) run PCG on ``I - M`` in the ``T`` coordinates (block-Jacobi on
-``A``), started at the Galerkin solution and deflated with
-``I + Z H (I - H)^-1 Z'``.  Memory is ``O(P s + N K p)``.
+exact in ``x'x + x'Mx`` and a Galerkin projection of the rest,
+``(Mx)'(I - M)^-1 (Mx)``, so it never overstates a variance.
+
+**The bound.**  Let ``Y`` (P x r) be the leading converged Ritz vectors,
+``Theta`` their Ritz values, ``R = MY - Y Theta`` their residuals,
+``alpha = Y'x``, ``x_perp = x - Y alpha`` and ``lam_perp`` the largest
+eigenvalue of the deflated operator ``M_perp = (I - YY') M (I - YY')``.  The
+Galerkin error over ``Z`` is at most that over ``Y`` (a subspace of ``Z``),
+and a Schur complement in the split ``[Y, Y_perp]`` gives::
+
+    v - v_computed <= (lam_perp |x_perp| + |R (I - Theta)^-1 alpha|
+                       + rho^2 |x_perp|)^2 / (1 - lam_perp - rho^2),
+    rho^2 = || (I - Theta)^-1/2 R'R (I - Theta)^-1/2 ||,
+
+every term computed exactly except ``lam_perp``.  That one is bounded by a
+*certificate*: block Lanczos on ``M_perp`` from ``CERT_BLOCK`` fresh random
+vectors.  By Kuczynski and Wozniakowski (1992, Thm. 4.2), q steps from a
+uniformly random start fall short of ``(1 - eps) lam_perp`` with probability
+at most ``1.648 sqrt(n) exp(-sqrt(eps) (2q - 1))``; a block contains each of
+its columns' Krylov spaces, so for independent columns the probabilities
+multiply.  With a union bound over every step and round that may be
+examined, the reported bound holds for every coefficient at once except
+with probability ``FAILURE_PROBABILITY`` (1e-9) over the random vectors,
+whatever the data.  Dividing by the computed variance gives the relative
+bound per coefficient (:attr:`LanczosCorrection.variance_bounds`).
+
+Solves with ``A`` (contrasts) run PCG on ``I - M`` in the ``T`` coordinates,
+started at the Galerkin solution and deflated with ``I + Z H (I - H)^-1 Z'``.
+Many right-hand sides at once (the ``N`` scores of the sandwich estimators)
+use the Galerkin operator itself, one product with ``M``
+(:meth:`LanczosCorrection.galerkin_solve`), whose error is bounded by the
+same certificate.  Memory is ``O(P s)`` beyond the factors.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.linalg import cho_factor, cho_solve, eigh, solve_triangular
+from scipy.linalg import cho_factor, cho_solve, eigh, eigvalsh, solve_triangular
 
 from .._threads import single_blas_thread
 from .._warnings import warn
@@ -51,10 +68,18 @@ from ..exceptions import ConvergenceWarning
 if TYPE_CHECKING:
     from .factors import DesignFactors
 
-__all__ = ["LanczosCorrection", "EigenCorrectionInfo", "SolveInfo", "check_options"]
+__all__ = [
+    "EigenCorrectionInfo",
+    "LanczosCorrection",
+    "SolveInfo",
+    "check_options",
+    "kw_shortfall",
+    "norm_bound",
+]
 
-#: Default bound on the neglected relative variance term of the eigen-correction.
-EIGEN_TOL = 1e-3
+#: Default bound on the relative error of every model-based variance:
+#: ``(1 + 1e-3)^2 - 1``, every standard error within 0.1 %.
+EIGEN_TOL = 2.001e-3
 #: Default cap on the number ``r`` of eigenpairs of the eigen-correction (the
 #: Krylov basis holds at most ``2 max_rank`` vectors of length P).
 EIGEN_MAX_RANK = 200
@@ -63,10 +88,31 @@ SOLVE_RTOL = 1e-10
 #: Right-hand sides per PCG batch (bounds the ``N k x m`` temporaries).
 SOLVE_BATCH = 256
 #: A Ritz pair counts as converged when its residual norm is at most
-#: ``CONV_FACTOR sqrt(tol (1 - theta))``: an eigenvector error ``eps ~ res / gap``
-#: costs about ``eps^2 / (1 - lam)`` of a variance in the Galerkin form, so this
-#: keeps it near ``tol / 100`` for gaps down to 0.1.
+#: ``CONV_FACTOR sqrt(tol) (1 - theta)``: its share of the bound, about
+#: ``(res / (1 - theta))^2``, is then ``CONV_FACTOR^2 tol``.
 CONV_FACTOR = 0.01
+#: Probability, over the random certificate vectors, that the reported bound
+#: fails for some coefficient (whatever the data).
+FAILURE_PROBABILITY = 1e-9
+#: Random start vectors of the certificate (independent; their failure
+#: probabilities multiply).
+CERT_BLOCK = 4
+#: Most certificate steps per round, and most rounds (a round that fails to
+#: certify ``tol`` grows the Krylov basis first); the union bound counts them all.
+CERT_STEPS = 16
+CERT_ROUNDS = 4
+#: The basis grows until the a-posteriori estimate of the bound is below this
+#: fraction of ``tol`` (the certificate's own margin takes the rest).
+ESTIMATE_MARGIN = 0.5
+#: The product with ``M`` inside the Galerkin operator (the sandwich bread: N
+#: right-hand sides) runs its two GEMMs in single precision: twice as fast,
+#: and its rounding (about 1e-6 relative, on a term that the exact part
+#: ``(MZ) (I - H)^-1 (MZ)'`` dominates in the large eigendirections) is far
+#: below the bread's certified error.
+GALERKIN_SINGLE = True
+#: ... but only when the operator's certified error ``beta`` exceeds this (a
+#: basis spanning the whole space is exact: then everything runs in double).
+SINGLE_MIN_ERROR = 1e-6
 
 
 def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float]:
@@ -75,7 +121,7 @@ def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float
     Parameters
     ----------
     tol : float
-        Bound on the neglected relative variance term, in (0, 1).
+        Bound on the relative error of every variance, in (0, 1).
     max_rank : int
         Cap on the number of eigenpairs, at least 1.
     rtol : float
@@ -95,6 +141,22 @@ def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float
             check_real("rtol", rtol, upper=1.0))
 
 
+def kw_shortfall(n: int, steps: int, block: int, delta: float) -> float:
+    """Relative shortfall ``eps`` of the largest Ritz value after ``steps`` block
+    Lanczos steps from ``block`` independent uniformly random vectors in
+    dimension ``n``, allowed with probability ``delta``.
+
+    Kuczynski and Wozniakowski (1992, Thm. 4.2): one vector fails
+    ``theta < (1 - eps) lam_max`` with probability at most
+    ``1.648 sqrt(n) exp(-sqrt(eps) (2 q - 1))``; ``block`` independent ones all
+    fail with the ``block``-th power of that.  Returns ``eps`` solving
+    ``(...)^block = delta``, or ``inf`` when it is not below 1.
+    """
+    root = (math.log(1.648 * math.sqrt(max(n, 1))) + math.log(1.0 / delta) / block) / (
+        2 * steps - 1)
+    return root ** 2 if root < 1.0 else math.inf
+
+
 @dataclass(frozen=True)
 class EigenCorrectionInfo:
     """Outcome of the truncated eigen-correction (``method="lanczos"``).
@@ -102,11 +164,12 @@ class EigenCorrectionInfo:
     Attributes
     ----------
     rank : int
-        Number ``r`` of leading eigenpairs of ``M`` the bound relies on.
+        Number ``r`` of leading Ritz pairs of ``M`` deflated in the bound.
     eigenvalues : ndarray, shape (r,)
         Their Ritz values.
     lambda_next : float
-        Upper estimate of ``lam_{r+1}`` (Ritz value plus residual norm).
+        Certified upper bound on every other eigenvalue of ``M`` (the largest
+        of the deflated operator), with probability ``1 - failure_probability``.
     bound : float
         Largest relative variance error bound over the coefficients.
     tol : float
@@ -114,9 +177,13 @@ class EigenCorrectionInfo:
     subspace_dim : int
         Dimension ``s`` of the Krylov basis used in the Galerkin correction.
     n_matvecs : int
-        Vectors to which ``M`` was applied.
+        Vectors to which ``M`` was applied (basis and certificate).
     converged : bool
         ``bound <= tol``.
+    certificate_steps : int
+        Block steps of the last certificate.
+    failure_probability : float
+        Probability over the random vectors that ``bound`` is not a bound.
     """
 
     rank: int
@@ -127,6 +194,8 @@ class EigenCorrectionInfo:
     subspace_dim: int
     n_matvecs: int
     converged: bool
+    certificate_steps: int = 0
+    failure_probability: float = FAILURE_PROBABILITY
 
 
 @dataclass(frozen=True)
@@ -149,21 +218,58 @@ class SolveInfo:
 
 
 @dataclass(frozen=True)
+class _Ritz:
+    """Rayleigh-Ritz on the basis: ``H = Z'MZ``, eigenvalues ``theta``
+    (descending, clipped at 0), eigenvectors ``W`` and the residual norms of
+    the first ``len(res)`` pairs."""
+
+    H: np.ndarray
+    theta: np.ndarray
+    W: np.ndarray
+    res: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Tail:
+    """What the bound needs besides ``lam_perp``: per coefficient ``|x_perp|``
+    (K, pmax) and ``|R (I - Theta)^-1 alpha|``, ``rho^2`` and
+    ``|R (I - Theta)^-1|``."""
+
+    x_perp: np.ndarray
+    r_alpha: np.ndarray
+    rho2: float
+    rd_norm: float
+
+    def normwise(self, lam: float) -> float:
+        """``beta`` with ``0 <= (I - M)^-1 - G_galerkin <= beta I`` (unit ``x``)."""
+        sigma = 1.0 - lam - self.rho2
+        return (lam + self.rho2 + self.rd_norm) ** 2 / sigma if sigma > 0.0 else math.inf
+
+    def absolute(self, lam: float) -> np.ndarray:
+        """Bound on ``v - v_computed`` per coefficient for ``lam_perp <= lam``."""
+        sigma = 1.0 - lam - self.rho2
+        if not sigma > 0.0:
+            return np.full(self.x_perp.shape, np.inf)
+        return ((lam + self.rho2) * self.x_perp + self.r_alpha) ** 2 / sigma
+
+
+@dataclass(frozen=True)
 class _Krylov:
-    """Rayleigh-Ritz state: basis Z (P', s), MZ, H = Z'MZ and its eigenvectors W
-    (descending), the Cholesky factor of I - H, and the public diagnostics."""
+    """The eigen-correction: basis Z (P', s), MZ, H, the Cholesky factor of
+    I - H, the Galerkin blocks, their relative bounds and the public info."""
 
     Z: np.ndarray
     MZ: np.ndarray
     H: np.ndarray
-    W: np.ndarray
     core: tuple
+    blocks: np.ndarray
+    bounds: np.ndarray
+    beta: float
     info: EigenCorrectionInfo
 
 
-
 class LanczosCorrection:
-    """``A^-1`` through the truncated eigen-correction and deflated PCG solves.
+    """``A^-1`` through the truncated eigen-correction, with a certified bound.
 
     Uses only the public interface of the factors record (see the module
     docstring), so it runs on any object providing it.  The options are
@@ -176,13 +282,18 @@ class LanczosCorrection:
     factors : DesignFactors
         The per-equation factors of the GLS information.
     tol : float, default EIGEN_TOL
-        Bound on the neglected relative variance term.
+        Bound on the relative error of every variance.
     max_rank : int, default EIGEN_MAX_RANK
-        Cap on the number of eigenpairs ``r``.
+        Cap on the number of eigenpairs ``r`` (the basis holds at most
+        ``2 max_rank`` vectors).
     rtol : float, default SOLVE_RTOL
         Relative residual of the PCG solves with ``A``.
     seed : int, default 0
-        Seed of the random starting block.
+        Seed of the random start vectors (the basis and, from an independent
+        stream, the certificate).
+    progress : callable, optional
+        Called as ``progress(message)`` after each block of the basis and
+        certificate (see :mod:`alsgls.stats._progress`).
 
     Attributes
     ----------
@@ -196,11 +307,16 @@ class LanczosCorrection:
 
     def __init__(self, factors: DesignFactors, tol: float = EIGEN_TOL,
                  max_rank: int = EIGEN_MAX_RANK, rtol: float = SOLVE_RTOL,
-                 seed: int = 0) -> None:
+                 seed: int = 0, progress: Any = None) -> None:
         self.factors = factors
         self.tol, self.max_rank, self.rtol = float(tol), int(max_rank), float(rtol)
         self.seed = seed
+        self.progress = progress
         self.solve_info: SolveInfo | None = None
+
+    def _report(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
 
     # -- the Krylov basis -------------------------------------------------------
     def _orth_block(self, W: np.ndarray, basis: np.ndarray, rng) -> np.ndarray:
@@ -213,67 +329,151 @@ class LanczosCorrection:
             U = np.hstack([U, orthonormalize(R, np.hstack([basis, U]), drop=0.0)])
         return U
 
-    def _kappa(self) -> float:
-        """``max |t_a|^2 / var_a`` over the coefficients, with the lower bound
-        ``var_a >= t_a'(I + M_jj) t_a``: the tail bound is ``kappa f(lam_{r+1})``."""
-        f = self.factors
-        vlow = f.tt + np.einsum("jab,jbc,jac->ja", f.T, f.M_diag, f.T)
-        return float(np.max(f.tt / np.where(vlow > 0, vlow, 1.0)))
+    def _ritz(self, Z: np.ndarray, MZ: np.ndarray) -> _Ritz:
+        """Rayleigh-Ritz on the basis; residuals of the first ``max_rank + 1`` pairs."""
+        H = Z.T @ MZ
+        H = 0.5 * (H + H.T)
+        theta, W = eigh(H)
+        theta, W = np.clip(theta[::-1], 0.0, None), W[:, ::-1]
+        c = min(Z.shape[1], self.max_rank + 1)
+        res = np.linalg.norm(MZ @ W[:, :c] - (Z @ W[:, :c]) * theta[:c], axis=0)
+        return _Ritz(H, theta, W, res)
 
-    def _rank(self, theta: np.ndarray, res: np.ndarray, kappa: float
-              ) -> tuple[int, float, float]:
-        """``(r, lam_{r+1} estimate, bound)`` minimising the bound over the Ritz
-        pairs ``(theta, res)`` whose predecessors have all converged."""
-        # bound(r) = kappa f(lam_{r+1}), lam_{r+1} <= theta_{r+1} + |res_{r+1}|
-        lam = np.minimum(theta + res, 1.0 - 1e-15)
-        conv = res <= CONV_FACTOR * np.sqrt(self.tol * (1.0 - theta))
-        # pairs 1..r converged; pair r+1 only needs a meaningful Ritz value
+    def _estimate(self, ritz: _Ritz) -> tuple[int, float]:
+        """``(r, estimated bound)``: the leading pairs converged to the bound's
+        precision, and ``f(lam_(r+1))`` with ``lam_(r+1) ~ theta + res`` (an
+        a-posteriori estimate; the certificate makes it a bound)."""
+        theta, res = ritz.theta[: len(ritz.res)], ritz.res
+        conv = res <= CONV_FACTOR * math.sqrt(self.tol) * (1.0 - theta)
         ok = np.concatenate([[True], np.cumprod(conv[:-1]).astype(bool)])
-        ok &= conv | (res <= 0.1 * theta)
-        cand = np.where(ok, kappa * lam ** 2 / (1.0 - lam), np.inf)
+        lam = np.minimum(theta + res, 1.0 - 1e-15)
+        cand = np.where(ok, lam ** 2 / (1.0 - lam), np.inf)
         r = int(np.argmin(cand))
-        return r, float(lam[r]), float(cand[r])
+        return min(r, self.max_rank), float(cand[r])
+
+    def _tail(self, Z: np.ndarray, MZ: np.ndarray, ritz: _Ritz, r: int) -> _Tail:
+        """The exactly computable parts of the bound for the leading ``r`` pairs."""
+        f = self.factors
+        Y, MY = Z @ ritz.W[:, :r], MZ @ ritz.W[:, :r]
+        R = MY - Y * ritz.theta[:r]
+        d = 1.0 / (1.0 - np.minimum(ritz.theta[:r], 1.0 - 1e-15))
+        alpha = np.einsum("jab,jbr->jar", f.T, Y.reshape(f.K, f.pmax, r))
+        RR = R.T @ R
+        r_alpha = np.sqrt(np.maximum(np.einsum("jar,rs,jas->ja", alpha * d, RR, alpha * d), 0))
+        x_perp = np.sqrt(np.maximum(f.tt - np.einsum("jar,jar->ja", alpha, alpha), 0.0))
+        if r == 0:
+            return _Tail(x_perp, r_alpha, 0.0, 0.0)
+        rho2 = float(eigvalsh(np.sqrt(d)[:, None] * RR * np.sqrt(d)[None, :])[-1])
+        rd2 = float(eigvalsh(d[:, None] * RR * d[None, :])[-1])
+        return _Tail(x_perp, r_alpha, max(rho2, 0.0), math.sqrt(max(rd2, 0.0)))
+
+    def _certify(self, Y: np.ndarray, tail: _Tail, var: np.ndarray, rng
+                 ) -> tuple[float, int, int]:
+        """Certified upper bound on ``lam_perp`` (block Lanczos on the deflated
+        operator from fresh random vectors), stopping once the bounds meet
+        ``tol``.  Returns ``(lam, steps, products)``."""
+        f = self.factors
+        fm = f.mask.ravel()[:, None]
+        n_eff = int(fm.sum())
+        m = min(CERT_BLOCK, max(n_eff - Y.shape[1], 1))
+        delta = FAILURE_PROBABILITY / (CERT_STEPS * CERT_ROUNDS)
+
+        def op(B):
+            B = B - Y @ (Y.T @ B)
+            MB = f.apply_M(B)
+            return MB - Y @ (Y.T @ MB)
+
+        blk = orthonormalize(rng.standard_normal((fm.size, m)) * fm, Y)
+        basis, products = np.zeros((fm.size, 0)), np.zeros((fm.size, 0))
+        lam, q = 1.0, 0
+        for q in range(1, CERT_STEPS + 1):
+            basis = np.hstack([basis, blk])
+            products = np.hstack([products, op(blk)])
+            theta = float(eigvalsh(0.5 * (basis.T @ products + products.T @ basis))[-1])
+            eps = kw_shortfall(n_eff, q, m, delta)
+            lam = min(max(theta, 0.0) / (1.0 - eps), 1.0) if eps < 1.0 else 1.0
+            worst = float(np.max(np.where(f.mask, tail.absolute(lam) / var, 0.0)))
+            self._report(f"certificate step {q}: lam_perp <= {lam:.3g}, bound {worst:.2g}")
+            if worst <= self.tol or basis.shape[1] + m > n_eff:
+                break
+            blk = self._orth_block(products[:, -blk.shape[1]:], np.hstack([Y, basis]), rng)
+            if blk.shape[1] == 0:
+                break
+        return lam, q, basis.shape[1]
+
+    def _galerkin(self, Z: np.ndarray, MZ: np.ndarray, H: np.ndarray
+                  ) -> tuple[tuple, np.ndarray, np.ndarray]:
+        """The Cholesky factor of ``I - H``, the Galerkin blocks and variances."""
+        f = self.factors
+        core = cho_factor(np.eye(Z.shape[1]) - H, lower=True)   # I - H > 0 as A > 0
+        Yt = solve_triangular(core[0], MZ.T, lower=True)         # L^-1 (MZ)'
+        Yt = Yt.T.reshape(f.K, f.pmax, -1)
+        inner = np.eye(f.pmax)[None] + f.M_diag + np.einsum("jai,jbi->jab", Yt, Yt)
+        # whitened variances x'(...)x, x = T_j' e_a: the diagonal of the blocks
+        blocks = f.sandwich(inner)
+        var = np.einsum("jaa->ja", blocks)
+        return core, blocks, np.where(f.mask, var, 1.0)
 
     @cached_property
     @single_blas_thread
     def _krylov(self) -> _Krylov:
-        """Block Lanczos with Rayleigh-Ritz on M until the tail bound meets ``tol``."""
-        rng = np.random.default_rng(self.seed)
-        fm = self.factors.mask.ravel()
+        """Block Lanczos on ``M`` until the certified bound meets ``tol``.
+
+        The basis grows until the a-posteriori estimate is below
+        ``ESTIMATE_MARGIN tol`` (or stagnates below ``tol``: a flat bulk), then a
+        certificate bounds the tail; if that bound misses ``tol`` the basis grows
+        further (at most ``CERT_ROUNDS`` certificates, ``2 max_rank`` vectors)."""
+        f = self.factors
+        rng, cert_rng = (np.random.default_rng(s)
+                         for s in np.random.SeedSequence(self.seed).spawn(2))
+        fm = f.mask.ravel()
         n, n_eff = fm.size, int(fm.sum())
         s_max = min(n_eff, 2 * self.max_rank)
-        b = min(max(2 * self.factors.k, 8), 32, s_max)          # blocks fit the basis
-        Zb, MZ = np.zeros((n, s_max)), np.zeros((n, s_max))
+        b = min(max(2 * f.k, 8), 32, s_max)                    # blocks fit the basis
+        Zb, MZ = np.zeros((n, min(s_max, 4 * b))), np.zeros((n, min(s_max, 4 * b)))
         blk = self._orth_block(rng.standard_normal((n, b)) * fm[:, None], Zb[:, :0], rng)
-        kappa = self._kappa()
-        s = 0
+        s, margin, matvecs, rounds, history = 0, ESTIMATE_MARGIN, 0, 0, []
         while True:
             m = blk.shape[1]
+            if s + m > Zb.shape[1]:                              # grow the basis (doubling)
+                c = min(s_max, 2 * Zb.shape[1])
+                Zb, MZ = (np.hstack([A[:, :s], np.zeros((n, c - s))]) for A in (Zb, MZ))
             Zb[:, s:s + m] = blk
-            MZ[:, s:s + m] = self.factors.apply_M(blk)
-            s += m
-            H = Zb[:, :s].T @ MZ[:, :s]
-            H = 0.5 * (H + H.T)
-            theta, W = eigh(H)
-            theta, W = np.clip(theta[::-1], 0.0, None), W[:, ::-1]
-            c = min(s, self.max_rank + 1)
-            res = np.linalg.norm(MZ[:, :s] @ W[:, :c] - (Zb[:, :s] @ W[:, :c]) * theta[:c],
-                                 axis=0)
-            if s == n_eff:                                     # the whole space: exact
-                r, lam_next, bound = s, 0.0, 0.0
-                break
-            r, lam_next, bound = self._rank(theta[:c], res, kappa)
-            if bound <= self.tol or s >= s_max:
-                break
+            MZ[:, s:s + m] = f.apply_M(blk)
+            s, matvecs = s + m, matvecs + m
+            ritz = self._ritz(Zb[:, :s], MZ[:, :s])
+            r, estimate = self._estimate(ritz)
+            history.append(estimate)
+            self._report(f"Krylov basis {s}: estimated bound {estimate:.2g}")
+            flat = len(history) > 2 and estimate <= self.tol and estimate > 0.7 * history[-3]
+            whole = s == n_eff                                   # the whole space: exact
+            if whole or flat or estimate <= margin * self.tol or s >= s_max:
+                core, blocks, var = self._galerkin(Zb[:, :s], MZ[:, :s], ritz.H)
+                if whole:
+                    r, lam, steps, bounds, beta = s, 0.0, 0, np.zeros(f.mask.shape), 0.0
+                    break
+                rounds += 1
+                tail = self._tail(Zb[:, :s], MZ[:, :s], ritz, r)
+                lam, steps, used = self._certify(Zb[:, :s] @ ritz.W[:, :r], tail, var,
+                                                 cert_rng)
+                matvecs += used
+                bounds = np.where(f.mask, tail.absolute(lam) / var, 0.0)
+                beta = tail.normwise(lam)                        # for the Galerkin solves
+                if bounds.max() <= self.tol or s >= s_max or rounds >= CERT_ROUNDS:
+                    break
+                margin, history = margin / 4.0, []
             blk = self._orth_block(MZ[:, s - m:s], Zb[:, :s], rng)[:, : min(b, s_max - s)]
-        info = EigenCorrectionInfo(r, theta[:r].copy(), lam_next, bound, self.tol, s, s,
-                                   bound <= self.tol)
+        info = EigenCorrectionInfo(r, ritz.theta[:r].copy(), lam,
+                                   float(bounds.max()), self.tol, s, matvecs,
+                                   bool(bounds.max() <= self.tol), steps)
         if not info.converged:
-            warn(f"eigen-correction stopped at max_rank = {self.max_rank} (subspace {s}) with "
-                 f"relative variance error bound {bound:.2g} > tol = {self.tol:g}; "
-                 "raise max_rank or use method='exact'", ConvergenceWarning)
-        core = cho_factor(np.eye(s) - H, lower=True)            # I - H > 0 as A > 0
-        return _Krylov(Zb[:, :s].copy(), MZ[:, :s].copy(), H, W, core, info)
+            core_gib = 8 * min(f.N * f.k, n) ** 2 / 2**30
+            warn(f"standard errors: the Lanczos eigen-correction stopped (Krylov basis {s}, "
+                 f"max_rank = {self.max_rank}) with a relative variance error bound "
+                 f"{info.bound:.2g} > tol = {self.tol:g}; pass se_method='exact' to SUR.fit "
+                 f"(its core needs {core_gib:.2g} GiB) or a larger se_tol", ConvergenceWarning)
+        return _Krylov(Zb[:, :s].copy(), MZ[:, :s].copy(), ritz.H, core, blocks, bounds,
+                       beta, info)
 
     @property
     def eigen_info(self) -> EigenCorrectionInfo:
@@ -281,34 +481,20 @@ class LanczosCorrection:
         return self._krylov.info
 
     # -- model-based covariance -------------------------------------------------
-    @cached_property
-    @single_blas_thread
-    def _blocks(self) -> tuple[np.ndarray, np.ndarray]:
-        """Galerkin diagonal blocks and their per-coefficient relative bounds (K, pmax)."""
-        e, f = self._krylov, self.factors
-        Yt = solve_triangular(e.core[0], e.MZ.T, lower=True)         # L^-1 (MZ)'
-        Yt = Yt.T.reshape(f.K, f.pmax, -1)
-        inner = np.eye(f.pmax)[None] + f.M_diag + np.einsum("jai,jbi->jab", Yt, Yt)
-        blocks = f.sandwich(inner)
-        lam = e.info.lambda_next
-        var = np.einsum("jaa->ja", blocks)
-        rel = lam ** 2 / (1.0 - lam) * f.tt / np.where(var > 0, var, 1.0)
-        return blocks, rel
-
     def diagonal_blocks(self) -> np.ndarray:
         """Galerkin ``(A^-1)_jj`` (K, pmax, pmax): within ``truncation_bound``
-        (relative, for every quadratic form) and never above the exact value."""
-        return self._blocks[0]
+        (relative, every variance) and never above the exact value."""
+        return self._krylov.blocks
 
     @property
     def truncation_bound(self) -> float:
         """Bound on ``(exact - computed) / computed`` for every model-based variance."""
-        return float(np.max(self._blocks[1]))
+        return float(np.max(self._krylov.bounds))
 
     @property
     def variance_bounds(self) -> np.ndarray:
         """Per-coefficient relative variance error bounds (K, pmax)."""
-        return self._blocks[1]
+        return self._krylov.bounds
 
     # -- solves -------------------------------------------------------------------
     @cached_property
@@ -316,6 +502,28 @@ class LanczosCorrection:
         """``H (I - H)^-1`` (s, s): the preconditioner is ``I + Z H (I - H)^-1 Z'``."""
         e = self._krylov
         return cho_solve(e.core, e.H)
+
+    @single_blas_thread
+    def galerkin_solve(self, Z: np.ndarray) -> np.ndarray:
+        """``T [I + M + MZ (I - H)^-1 (MZ)'] T' Z`` for Z (K, pmax, m): the Galerkin
+        approximation of ``A^-1 Z``, one product with ``M`` for all columns.
+
+        Below the exact solve in the Loewner order, by at most :attr:`galerkin_error`
+        times ``T T'`` (the whitened identity).
+        """
+        f, e = self.factors, self._krylov
+        B = f.apply_Tt(Z).reshape(f.K * f.pmax, -1)
+        # single precision only where the operator's own error dominates rounding
+        out = f.apply_M(B, single=GALERKIN_SINGLE and e.beta > SINGLE_MIN_ERROR)
+        out += B
+        out += e.MZ @ cho_solve(e.core, e.MZ.T @ B)
+        return f.apply_T(out.reshape(f.K, f.pmax, -1))
+
+    @property
+    def galerkin_error(self) -> float:
+        """``beta``: ``0 <= (I - M)^-1 - G_galerkin <= beta I`` (whitened), with the
+        probability of the certificate."""
+        return self._krylov.beta
 
     def solve(self, Z: np.ndarray) -> np.ndarray:
         """``A^-1 Z = T (I - M)^-1 T' Z`` for Z (K, pmax, m): PCG on ``I - M`` in
@@ -364,3 +572,25 @@ class LanczosCorrection:
             act = np.linalg.norm(r, axis=0) > self.rtol * bnorm
             it += 1
         return y, it, float(np.max(np.linalg.norm(r, axis=0) / bnorm))
+
+
+def norm_bound(Y: np.ndarray, seed: int, steps: int = 12) -> float:
+    """Upper bound on the spectral norm of ``Y`` (n, N), except with probability
+    ``FAILURE_PROBABILITY``: block Lanczos on ``Y'Y`` from random vectors and the
+    Kuczynski-Wozniakowski shortfall (:func:`alsgls.stats.lanczos.kw_shortfall`)."""
+    n = Y.shape[1]
+    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(3)[2])
+    m = min(CERT_BLOCK, n)
+    if n <= 4 * CERT_BLOCK * steps:                      # small: the exact norm
+        return float(np.sqrt(np.linalg.eigvalsh(Y.T @ Y)[-1]))
+    blk = orthonormalize(rng.standard_normal((n, m)))
+    basis, prods = np.zeros((n, 0)), np.zeros((n, 0))
+    for _ in range(steps):
+        basis = np.hstack([basis, blk])
+        prods = np.hstack([prods, Y.T @ (Y @ blk)])
+        blk = orthonormalize(prods[:, -blk.shape[1]:], basis)
+        if blk.shape[1] == 0:
+            break
+    theta = float(np.linalg.eigvalsh(0.5 * (basis.T @ prods + prods.T @ basis))[-1])
+    eps = kw_shortfall(n, basis.shape[1] // m, m, FAILURE_PROBABILITY)
+    return float(np.sqrt(theta / (1.0 - eps))) if eps < 1.0 else float(np.linalg.norm(Y))
