@@ -198,8 +198,10 @@ class GLSFit:
 class MissingGLSFit(GLSFit):
     """:class:`~alsgls.GLSFit` of an unbalanced or weighted system.
 
-    Additional attributes
-    ---------------------
+    It has every attribute of :class:`~alsgls.GLSFit`, and these.
+
+    Attributes
+    ----------
     n_observed : ndarray of int, shape (K,)
         Rows used by each equation (observed response, positive weight).
     rows : ndarray of int, shape (n,)

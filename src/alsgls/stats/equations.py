@@ -4,6 +4,17 @@
 coerced here; pandas objects whose indexes differ are aligned on the union of
 their indexes, the gaps becoming missing responses (NaN).  The missing-data
 policy and the weights are applied by :class:`alsgls.SUR`.
+
+Two equations that are never observed in the same row (pandas indexes that
+share no label, or NaN responses that never overlap) carry no information
+on their covariance.  :func:`check_observed_together` refuses them when
+Sigma is unrestricted (``rank = K - 1``: that covariance is not identified)
+and warns when a factor rank ``0 < k < K - 1`` implies it through the
+loadings the two equations share with the others.
+
+The module also packs the equations' arrays for pickling
+(:func:`pack_equations`): the responses as one array, a design shared by
+several equations once.
 """
 
 from __future__ import annotations
@@ -13,9 +24,16 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .._warnings import warn
 from ..core.problem import as_float_matrix
+from ..exceptions import MissingDataWarning
 
-__all__ = ["Equation", "build_equations"]
+__all__ = ["Equation", "build_equations", "check_observed_together", "pack_equations",
+           "unpack_equations"]
+
+#: :func:`check_observed_together` compares the equations' observation
+#: patterns in blocks of this many equations (memory ``block x K`` floats).
+PAIR_BLOCK = 512
 
 
 def _has_constant(X: np.ndarray) -> bool:
@@ -252,3 +270,129 @@ def build_equations(equations: Any) -> tuple[list[Equation], Any, np.ndarray | N
     if any(w is not None for w in W):
         spec_w = np.column_stack([np.ones(first[1]) if w is None else w for w in W])
     return eqs, index, spec_w
+
+
+# ---------------------------------------------------------------------------------
+# Equations never observed together
+# ---------------------------------------------------------------------------------
+
+def never_observed_together(observed: np.ndarray) -> tuple[int, int, int] | None:
+    """The first pair ``(i, j)`` of equations, ``i < j``, with no row where both
+    are observed, and the number of such pairs; None when every pair (of
+    equations observed at all) shares a row.
+
+    ``observed`` is (N, K) bool.  A row observing every equation settles it at
+    once; otherwise the distinct observation patterns (rows) are compared in
+    blocks of :data:`PAIR_BLOCK` equations, ``O' O`` over the patterns, never
+    a K x K array.
+    """
+    observed = np.asarray(observed, dtype=bool)
+    if observed.shape[1] < 2 or observed.all(axis=1).any():
+        return None
+    patterns = np.unique(observed, axis=0).astype(np.float32)    # exact: counts < 2^24
+    seen = patterns.any(axis=0)
+    first, count = None, 0
+    K = patterns.shape[1]
+    for a in range(0, K, PAIR_BLOCK):
+        together = patterns[:, a:a + PAIR_BLOCK].T @ patterns      # (block, K)
+        never = (together == 0) & seen[a:a + PAIR_BLOCK, None] & seen[None, :]
+        never &= np.arange(a, a + never.shape[0])[:, None] < np.arange(K)[None, :]
+        n = int(never.sum())
+        if n and first is None:
+            i, j = np.argwhere(never)[0]
+            first = (int(i) + a, int(j))
+        count += n
+    return None if first is None else (*first, count)
+
+
+def check_observed_together(observed: np.ndarray | None, labels: Sequence[str],
+                            rank: int | None, index: Any = None) -> None:
+    """Refuse or flag equations that are never observed in the same row.
+
+    Parameters
+    ----------
+    observed : ndarray of bool, shape (N, K), or None
+        Which responses are observed (None: all of them).
+    labels : list of K str
+    rank : int or None
+        The factor rank; None while a rank method has not chosen it yet
+        (treated as a rank below ``K - 1``).
+    index : pandas Index, optional
+        The rows' labels, to name the rows each equation is observed on.
+
+    Raises
+    ------
+    ValueError
+        At ``rank = K - 1`` (unrestricted Sigma): the pair's covariance is not
+        identified by the data.
+
+    Warns
+    -----
+    MissingDataWarning
+        At ``0 < rank < K - 1``: the pair's covariance is implied only by the
+        factor structure (their loadings, identified through the other
+        equations).  Rank 0 (a diagonal Sigma) says nothing about it.
+    """
+    if observed is None or rank == 0:
+        return
+    pair = never_observed_together(observed)
+    if pair is None:
+        return
+    i, j, count = pair
+    K = observed.shape[1]
+    more = f" ({count - 1} more such pairs)" if count > 1 else ""
+    where = f"equations {labels[i]!r} and {labels[j]!r}{more} are never observed in the same row"
+    if index is not None:
+        def span(c: int) -> str:
+            rows = np.flatnonzero(observed[:, c])
+            return f"{index[rows[0]]!s} .. {index[rows[-1]]!s}"
+        where += f" ({labels[i]!r}: {span(i)}; {labels[j]!r}: {span(j)})"
+    if rank == K - 1:
+        lower = ("rank=0 (uncorrelated equations)" if K == 2 else
+                 "a factor rank k < K - 1 (their covariance is then implied by the "
+                 "loadings they share with the other equations) or rank=0")
+        raise ValueError(
+            f"{where}: the data carry no information on their covariance, which the "
+            f"unrestricted Sigma (rank='full', K - 1 = {K - 1}) leaves free. Pass {lower}, "
+            "fit them in separate models, or restrict the equations to common rows")
+    k = "a rank method" if rank is None else f"rank={rank}"
+    warn(f"{where}: their covariance is not observed; with {k} it is implied only by "
+         "the factor structure (their loadings, identified through the other equations)",
+         MissingDataWarning)
+
+
+# ---------------------------------------------------------------------------------
+# Pickling
+# ---------------------------------------------------------------------------------
+
+def pack_equations(equations: Sequence[Equation]) -> dict:
+    """The equations' labels and arrays for pickling: the responses as one
+    (N, K) array and each distinct design once (equations viewing the same
+    memory the same way -- a shared design -- point at one array).  numpy
+    pickles every view as a copy of its elements, so K views of one design
+    would otherwise be stored K times."""
+    designs, which, seen = [], [], {}
+    for e in equations:
+        x = e.X
+        key = (x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.str)
+        if key not in seen:
+            seen[key] = len(designs)
+            designs.append(x)
+        which.append(seen[key])
+    return {"names": [(e.label, e.dependent, e.exog_names) for e in equations],
+            "Y": np.column_stack([e.y for e in equations]), "designs": designs,
+            "which": which}
+
+
+def unpack_equations(packed: dict) -> tuple[list[Equation], np.ndarray, bool]:
+    """The equations of :func:`pack_equations` (read-only views of the unpickled
+    arrays), the responses (N, K) and whether one design serves every equation."""
+    Y = packed["Y"]
+    Y.flags.writeable = False
+    designs = list(packed["designs"])
+    for x in designs:
+        x.flags.writeable = False
+    which = packed["which"]
+    eqs = [Equation(lab, dep, names, Y[:, j], designs[which[j]])
+           for j, (lab, dep, names) in enumerate(packed["names"])]
+    return eqs, Y, len(which) > 1 and len(designs) == 1
