@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -24,11 +25,34 @@ if str(ROOT / "benchmarks") not in sys.path:  # reuse the benchmark helpers
     sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
+def output_folder(out: Path | None, quick: bool) -> Path:
+    """``out`` when given; else the committed figures (``als_sim/figures``) for a
+    full run and a new temporary folder for ``--quick``, whose tiny grids must
+    never overwrite them."""
+    if out is not None:
+        return out
+    if quick:
+        return Path(tempfile.mkdtemp(prefix="als_sim_quick_"))
+    return FIGURES
+
+
+class _Parser(argparse.ArgumentParser):
+    """Resolves ``--out`` with :func:`output_folder` after parsing."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        a = super().parse_args(args, namespace)
+        a.out = output_folder(a.out, a.quick)
+        return a
+
+
 def parser(doc: str | None) -> argparse.ArgumentParser:
     """Options every experiment takes: ``--quick`` and ``--out``."""
-    ap = argparse.ArgumentParser(description=(doc or "").split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="tiny grid (smoke test, seconds)")
-    ap.add_argument("--out", type=Path, default=FIGURES, help="folder for the PNG figures")
+    ap = _Parser(description=(doc or "").split("\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="tiny grid (smoke test, seconds); figures to a temporary folder")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="folder for the PNG figures (default: als_sim/figures, or a "
+                         "temporary folder with --quick)")
     return ap
 
 

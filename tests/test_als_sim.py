@@ -42,3 +42,25 @@ def test_committed_figures_are_small():
         png = ROOT / "als_sim" / "figures" / name
         if png.exists():
             assert png.stat().st_size < 100_000, name
+
+
+def test_quick_runs_never_write_the_committed_figures():
+    """``--quick`` without ``--out`` writes to a new temporary folder; only a
+    full run defaults to als_sim/figures."""
+    proc = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; sys.path.insert(0, 'als_sim'); from _common import output_folder, parser\n"
+         "from pathlib import Path\n"
+         "print(output_folder(None, True)); print(output_folder(None, False))\n"
+         "print(parser('x').parse_args(['--quick']).out)\n"
+         "print(output_folder(Path('/tmp/x'), True))"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    quick, full, script_quick, given = [Path(p) for p in proc.stdout.split()]
+    committed = ROOT / "als_sim" / "figures"
+    assert full == committed
+    for tmp in (quick, script_quick):
+        assert tmp.is_dir() and tmp.resolve() != committed.resolve()
+        tmp.rmdir()                                   # created empty by mkdtemp
+    assert given == Path("/tmp/x")

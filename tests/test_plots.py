@@ -9,8 +9,14 @@ mpl.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.image import AxesImage  # noqa: E402
 
-from alsgls import als_gls, simulate_sur  # noqa: E402
-from alsgls.learn.plots import cluster_order, loadings_heatmap, nll_trace_plot, scree_plot  # noqa: E402
+from alsgls import SUR, als_gls, datasets, simulate_sur  # noqa: E402
+from alsgls.learn.plots import (  # noqa: E402
+    NOISE_EDGE_LABEL,
+    cluster_order,
+    loadings_heatmap,
+    nll_trace_plot,
+    scree_plot,
+)
 from alsgls.learn.rank import select_rank  # noqa: E402
 
 
@@ -103,4 +109,98 @@ def test_labels_name_iterations_and_the_noise_edge(system):
     ax = nll_trace_plot(als_gls(Xs, Y, 3))
     assert ax.get_xlabel() == "iteration" and "iterations" in ax.get_title()
     ax2 = scree_plot(select_rank(Xs, Y, max_rank=6))
-    assert "noise edge (1+sqrt(K/(N-p)))^2" in [t.get_text() for t in ax2.get_legend().get_texts()]
+    assert NOISE_EDGE_LABEL in [t.get_text() for t in ax2.get_legend().get_texts()]
+    assert "sqrt{K/(N-p)}" in NOISE_EDGE_LABEL
+
+
+# -- SUR results, equation labels, layout ------------------------------------
+
+@pytest.fixture(scope="module")
+def sur_results(system):
+    Xs, Y, _ = system
+    return SUR.from_arrays(Xs, Y, rank=3).fit()
+
+
+@pytest.fixture(scope="module")
+def grunfeld():
+    pytest.importorskip("pandas")
+    return SUR(datasets.grunfeld_equations(), rank=2).fit()
+
+
+def test_every_plot_takes_sur_results(sur_results):
+    res = sur_results
+    ax = nll_trace_plot(res)
+    d = res.nll_trace[:-1] - res.nll_trace[-1]
+    np.testing.assert_allclose(ax.get_lines()[0].get_ydata(), d[d > 0])
+
+    ax = loadings_heatmap(res, order="original")
+    F, D = res.fit_result.F, res.fit_result.D
+    L = F / np.sqrt(D + (F**2).sum(1))[:, None]
+    np.testing.assert_allclose(ax.get_images()[0].get_array(), L, rtol=1e-12)
+
+    ax = scree_plot(res)
+    eig, fitted, edge, rank = ax.get_lines()
+    # oracle: the eigenvalues of the dense K x K correlation matrix of the OLS
+    # residuals (about zero: the errors have mean zero, as in rank selection)
+    Rt = res.problem.ols()[1]
+    Z = Rt / np.linalg.norm(Rt, axis=1, keepdims=True)
+    dense = np.linalg.eigvalsh(Z @ Z.T)[::-1]
+    np.testing.assert_allclose(eig.get_ydata(), dense[:eig.get_ydata().size], rtol=1e-8)
+    np.testing.assert_allclose(fitted.get_xdata(), [1, 2, 3])       # the fitted rank, 3
+    assert rank.get_label() == "rank 3 (fitted)"
+    K, N, p = 40, 300, 2
+    assert edge.get_ydata()[0] == pytest.approx((1 + np.sqrt(K / (N - p))) ** 2)
+
+
+def test_loadings_heatmap_labels_rows_with_equation_names(grunfeld):
+    ax = loadings_heatmap(grunfeld)
+    perm = cluster_order(grunfeld.fit_result.F / np.sqrt(
+        grunfeld.fit_result.D + (grunfeld.fit_result.F ** 2).sum(1))[:, None])
+    labels = list(grunfeld.model.labels)
+    assert [t.get_text() for t in ax.get_yticklabels()] == [labels[i] for i in perm]
+    assert ax.get_ylabel().startswith("equation")
+    # explicit labels win; a wrong count is refused
+    ax = loadings_heatmap(grunfeld, labels=list("abcde"), order="original")
+    assert [t.get_text() for t in ax.get_yticklabels()] == list("abcde")
+    with pytest.raises(ValueError, match="labels has 2 names"):
+        loadings_heatmap(grunfeld, labels=["a", "b"])
+
+
+def _inside(fig, artist):
+    fig.canvas.draw()
+    box = artist.get_window_extent(fig.canvas.get_renderer())
+    W, H = fig.bbox.width, fig.bbox.height
+    return box.x0 >= 0 and box.y0 >= 0 and box.x1 <= W and box.y1 <= H
+
+
+@pytest.mark.parametrize("size", [(4.0, 3.0), (6.4, 4.8)])
+def test_new_figures_do_not_clip_their_labels(system, sur_results, size):
+    """A new figure is laid out (constrained layout): the y label of the NLL
+    trace, whose log-axis tick labels are wide, stays inside the figure."""
+    with plt.rc_context({"figure.figsize": size}):
+        for ax in (nll_trace_plot(sur_results), scree_plot(sur_results),
+                   loadings_heatmap(sur_results)):
+            for label in (ax.yaxis.label, ax.xaxis.label, ax.title):
+                assert _inside(ax.figure, label), (ax.get_title(), label.get_text())
+
+
+def test_scree_plot_refuses_results_with_missing_responses(system):
+    Xs, Y, _ = system
+    Y = Y.copy()
+    Y[:20, 0] = np.nan
+    res = SUR.from_arrays(Xs, Y, rank=1).fit()
+    with pytest.raises(ValueError, match="complete responses"):
+        scree_plot(res)
+    assert nll_trace_plot(res) is not None and loadings_heatmap(res) is not None
+
+
+def test_scree_plot_of_results_with_a_selected_rank(system):
+    """SUR(rank="auto") keeps its RankSelection: the plot shows that record."""
+    Xs, Y, _ = system
+    res = SUR.from_arrays(Xs, Y, rank="auto").fit()
+    sel = res.rank_selection
+    ax = scree_plot(res)
+    eig, selected, edge, rank = ax.get_lines()
+    np.testing.assert_allclose(eig.get_ydata(), sel.eigenvalues)
+    assert selected.get_label() == f"selected (k = {sel.rank})"
+    assert rank.get_label() == f"rank {sel.rank} ({sel.method})"
