@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import numbers
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -32,6 +33,7 @@ from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_
 __all__ = [
     "Problem", "build_problem", "design_list", "check_missing", "check_rank", "check_weights", "as_float_matrix",
     "check_designs", "MISSING_POLICIES", "COLLINEARITY_COND", "ZERO_VARIANCE_RTOL",
+    "ROUNDOFF_FACTOR", "REFINE_RTOL",
 ]
 
 #: Values of ``missing=``.
@@ -40,9 +42,24 @@ MISSING_POLICIES = ("ml", "drop", "raise")
 #: rank deficient: beyond it the coefficients are not determined by the data
 #: to more than a couple of digits in float64.
 COLLINEARITY_COND = 1e10
-#: An equation whose OLS residual variance is below this fraction of the
-#: variance of its response is fitted exactly by its regressors.
+#: An equation whose OLS residual variance is below this fraction of its
+#: response's total variance (about the mean when the design spans a constant,
+#: about zero otherwise: :attr:`Problem.total_variances`) is fitted exactly by
+#: its regressors: its residuals are then below 1e-6 of the response's spread.
 ZERO_VARIANCE_RTOL = 1e-12
+#: Round-off allowance of the exact-fit test.  Least-squares residuals of a
+#: backward-stable solve (normal equations plus one step of iterative
+#: refinement, :meth:`Problem.ols`) are exact to about ``eps kappa_j |y_j|``,
+#: ``kappa_j`` the column-scaled condition number of ``X_j`` (at most
+#: ``COLLINEARITY_COND ** 0.5``), so a residual variance below
+#: ``(ROUNDOFF_FACTOR eps kappa_j)^2`` times the response's mean square is
+#: indistinguishable from zero (a constant response with an intercept, say).
+ROUNDOFF_FACTOR = 16.0
+#: :meth:`Problem.ols` refines the normal-equation solution when the first
+#: correction changes the residuals by more than this fraction of their norm
+#: (large offsets, offset regressors such as calendar years): one step brings
+#: them to the round-off of the data themselves.
+REFINE_RTOL = 1e-12
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -174,8 +191,14 @@ class Problem:
         sw = np.sqrt(self.w)
         X = (np.broadcast_to(self.X[0] * sw[:, None], self.X.shape) if self.shared
              else self.X * sw[None, :, None])            # a shared design stays one array
-        return dataclasses.replace(self, X=_readonly(X), Yt=_readonly(self.Yt * sw[None, :]),
-                                   w=None)
+        out = dataclasses.replace(self, X=_readonly(X), Yt=_readonly(self.Yt * sw[None, :]),
+                                  w=None)
+        # the scaled rows' residual variances are the weighted ones, whose exact-fit
+        # test is the weighted problem's (about the weighted mean, not about a
+        # constant that sqrt(w) has turned into a non-constant)
+        for name in ("total_variances", "zero_variance_threshold"):
+            out.__dict__[name] = getattr(self, name)
+        return out
 
     def take(self, rows: np.ndarray, what: str = "the selected rows", *,
              check: bool = True) -> "Problem":
@@ -211,31 +234,137 @@ class Problem:
             rows=self.rows[rows], n_rows_in=self.n_rows_in)
 
     # -- least squares -------------------------------------------------------------
+    def solve_gram(self, rhs: np.ndarray) -> np.ndarray:
+        """``(X_j' W X_j)^-1 rhs_j`` for every equation: (K, pmax) -> (K, pmax).
+
+        One Cholesky factorisation of the column-scaled Gram matrix when the
+        design is shared (``gram`` is then one matrix seen K times), a
+        batched one otherwise.
+        """
+        if self.gram.strides[0] == 0 and self.K > 1:
+            from scipy.linalg import cho_factor, cho_solve
+
+            g = self.gram[0]
+            d = np.sqrt(np.diag(g))
+            factor = cho_factor(g / d[:, None] / d[None, :], lower=True)
+            return cho_solve(factor, (rhs / d).T).T / d
+        return (block_jacobi_inverse(self.gram) @ rhs[:, :, None])[..., 0]
+
+    def _weighted(self, W: np.ndarray) -> np.ndarray:
+        """``W`` times the observation weights (``W`` is zero where missing)."""
+        return W if self.w is None else W * self.w[None, :]
+
     def ols(self) -> tuple[np.ndarray, np.ndarray]:
         """Equation-by-equation (weighted) OLS on the observed rows:
-        coefficients (K, pmax) and residuals (K, N), zero where missing."""
-        Om = None if (self.O is None and self.w is None) else self.observation_weights
-        rhs = design_rmatvec(self.X, self.Yt if Om is None else Om * self.Yt)
-        gram_inv = block_jacobi_inverse(self.gram)
-        theta = (gram_inv @ rhs[:, :, None])[..., 0]
-        Rt = self.Yt - design_matvec(self.X, theta)
+        coefficients (K, pmax) and residuals (K, N), zero where missing.
+
+        The normal equations (one Gram factorisation for a shared design),
+        then, when it matters, one step of iterative refinement: the
+        correction ``(X'WX)^-1 X'W r`` of the first residuals ``r``.  With
+        offsets (``Y + 1e7``, a regressor in calendar years) the first
+        residuals can be wrong in the third digit; the refined ones are exact
+        to the round-off of ``Y`` itself (:data:`REFINE_RTOL`).
+        """
+        theta = self.solve_gram(design_rmatvec(self.X, self._weighted(self.Yt)))
+        Rt = design_matvec(self.X, theta)
+        np.subtract(self.Yt, Rt, out=Rt)
         if self.O is not None:
             Rt *= self.O
+        g = design_rmatvec(self.X, self._weighted(Rt))
+        delta = self.solve_gram(g)
+        # ||X delta||^2_W = delta' g: the refinement's change to the residuals
+        if np.any(np.einsum("kp,kp->k", delta, g) > REFINE_RTOL ** 2 * self._sumsq(Rt)):
+            theta = theta + delta
+            fix = design_matvec(self.X, delta)
+            Rt -= fix if self.O is None else fix * self.O
         return theta, Rt
 
+    def _sums(self, V: np.ndarray) -> np.ndarray:
+        """Weighted sums over each equation's observed rows, ``sum_i w_i o_ij V[j, i]``
+        (``V`` zero where missing)."""
+        return V.sum(axis=1) if self.w is None else V @ self.w
+
+    def _sumsq(self, V: np.ndarray) -> np.ndarray:
+        """``sum_i w_i o_ij V[j, i]^2`` (``V`` zero where missing), no temporary."""
+        if self.w is None:
+            return np.einsum("kn,kn->k", V, V)
+        return np.einsum("kn,kn,n->k", V, V, self.w)
+
+    @cached_property
+    def n_weighted(self) -> np.ndarray:
+        """``n_j = sum_i w_i o_ij`` (K,): the observed rows' total weight."""
+        if self.O is None:
+            return np.full(self.K, float(self.N) if self.w is None else float(self.w.sum()))
+        return self._sums(self.O)
+
+    @cached_property
+    def condition(self) -> np.ndarray:
+        """Column-scaled condition number ``kappa_j`` of each design (K,): the
+        square root of that of its Gram matrix (computed once for a shared one)."""
+        _, cond = _scaled_condition(self.gram)
+        return np.broadcast_to(np.sqrt(cond), (self.K,))
+
+    @cached_property
+    def spans_constant(self) -> np.ndarray:
+        """(K,) bool: the constant lies in the span of the equation's design on
+        its observed rows (an intercept, or dummies of every level).
+
+        ``rho_j = 1 - c' (X_j'WX_j)^-1 c / n_j`` with ``c = X_j' W 1`` is the
+        share of the constant outside the span; it is zero up to round-off,
+        ``eps * kappa_j^2``, when the constant is inside.
+        """
+        if self.O is None:      # one row of weights, seen by every equation
+            X = self.X[:1] if self.shared else self.X
+            ones = self._weighted(np.ones((1, self.N)))
+            c = design_rmatvec(X, np.broadcast_to(ones, (X.shape[0], self.N)))
+            c = np.broadcast_to(c, (self.K, self.pmax))
+        else:
+            c = design_rmatvec(self.X, self._weighted(self.O))
+        rho = 1.0 - np.einsum("kp,kp->k", c, self.solve_gram(c)) / self.n_weighted
+        return rho <= ROUNDOFF_FACTOR ** 2 * np.finfo(float).eps * self.condition ** 2
+
+    @cached_property
+    def total_variances(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(total, msq)`` (K,) each: the weighted variance of each response
+        about its mean when its design spans a constant (its centred total sum
+        of squares over ``n_j``), about zero otherwise; and its mean square.
+        A response whose offset dominates its spread is summed about its mean
+        (a second pass), so an offset costs no digits."""
+        n = self.n_weighted
+        msq = self._sumsq(self.Yt) / n
+        mean = self._sums(self.Yt) / n
+        total = np.where(self.spans_constant, msq - mean * mean, msq)
+        # msq - mean^2 keeps 10 digits where it is above 1e-6 msq; below, the
+        # offset dominates: a second pass about the mean, in blocks of equations
+        redo = np.flatnonzero(self.spans_constant & (total < 1e-6 * msq))
+        step = max(1, min(2 ** 16 // self.N, self.K // 8))      # no K x N temporary
+        for j in (redo[a:a + step] for a in range(0, redo.size, step)):
+            Yc = self.Yt[j] - mean[j, None]
+            if self.O is not None:
+                Yc *= self.O[j]
+            total[j] = (np.einsum("kn,kn->k", Yc, Yc) if self.w is None
+                        else np.einsum("kn,kn,n->k", Yc, Yc, self.w)) / n[j]
+        return total, msq
+
+    @cached_property
+    def zero_variance_threshold(self) -> np.ndarray:
+        """Residual variance (K,) at or below which an equation is fitted exactly:
+        ``max(ZERO_VARIANCE_RTOL * total_j, (ROUNDOFF_FACTOR eps kappa_j)^2 msq_j)``
+        (see :data:`ZERO_VARIANCE_RTOL`, :data:`ROUNDOFF_FACTOR`), at least the
+        smallest positive float; relative to the data's scale, offsets excluded."""
+        total, msq = self.total_variances
+        roundoff = (ROUNDOFF_FACTOR * np.finfo(float).eps * self.condition) ** 2 * msq
+        return np.maximum(np.maximum(ZERO_VARIANCE_RTOL * total, roundoff),
+                          np.finfo(float).tiny)
+
     def exact_fits(self, Rt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Residual variances ``s`` (K,) of residuals ``Rt`` over each equation's
-        observed (weighted) rows, and the equations their regressors fit exactly:
-        ``s`` below ``ZERO_VARIANCE_RTOL`` of the variance of the response about
-        its mean (an offset is not a fit), floored at round-off of its mean
-        square (a constant response)."""
-        Om = self.observation_weights
-        n = Om.sum(axis=1)
-        s = np.einsum("kn,kn,kn->k", Om, Rt, Rt) / n
-        mean = np.einsum("kn,kn->k", Om, self.Yt) / n
-        msq = np.einsum("kn,kn,kn->k", Om, self.Yt, self.Yt) / n
-        ref = np.maximum(msq - mean ** 2, np.finfo(float).eps * msq)
-        return s, np.flatnonzero(s <= ZERO_VARIANCE_RTOL * np.maximum(ref, np.finfo(float).tiny))
+        """Residual variances ``s`` (K,) of residuals ``Rt`` (zero where missing)
+        over each equation's observed (weighted) rows, and the equations their
+        regressors fit exactly: ``s`` at or below :attr:`zero_variance_threshold`
+        (a relative test: ``Y -> a Y + b`` with ``b`` in the designs' span
+        leaves the answer unchanged, up to round-off)."""
+        s = self._sumsq(Rt) / self.n_weighted
+        return s, np.flatnonzero(s <= self.zero_variance_threshold)
 
     def residual_variances(self, Rt: np.ndarray) -> np.ndarray:
         """Residual variances (K,) as :meth:`exact_fits` computes them;
@@ -247,8 +376,83 @@ class Problem:
             where = " on its observed rows" if self.O is not None else ""
             raise ValueError(
                 f"{self.equation(j)}{more} has zero residual variance{where}: its response "
-                "is an exact linear combination of its regressors; remove that equation")
+                "is an exact linear combination of its regressors (residual variance "
+                f"{s[j]:.3g}, at most {ZERO_VARIANCE_RTOL:g} of its total variance "
+                f"{self.total_variances[0][j]:.3g} or within round-off); remove that equation")
         return s
+
+    # -- pickling (the contract: alsgls.persistence) -----------------------------------
+    def __getstate__(self) -> dict:
+        """The fields and the O(K) cached values, every zero-stride array (the
+        shared design, its Gram matrix) as its base -- numpy pickles a
+        broadcast view as a full copy, K times the design -- and the mask
+        as booleans; tagged with the pickle format."""
+        from ..persistence import tag_state
+
+        state = {name: _Broadcast.pack(v) for name, v in self.__dict__.items()}
+        if self.O is not None:
+            state["O"] = self.O > 0
+        return tag_state(state)
+
+    def __setstate__(self, state: dict) -> None:
+        from ..persistence import check_state
+
+        check_state(state, "a Problem")
+        state = {name: _Broadcast.unpack(v) for name, v in state.items()}
+        if state.get("O") is not None and state["O"].dtype == bool:
+            state["O"] = state["O"].astype(np.float64)
+        for name in ("X", "Yt", "gram"):
+            state[name] = _readonly(state[name])
+        self.__dict__.update(state)
+
+
+@dataclass(frozen=True)
+class _Broadcast:
+    """A pickled zero-stride array: its base and its shape (see ``Problem.__getstate__``)."""
+
+    base: np.ndarray
+    shape: tuple
+
+    @staticmethod
+    def pack(value: Any) -> Any:
+        if (isinstance(value, np.ndarray) and value.ndim and value.shape[0] > 1
+                and value.strides[0] == 0):
+            return _Broadcast(value[0], value.shape)
+        return value
+
+    @staticmethod
+    def unpack(value: Any) -> Any:
+        if isinstance(value, _Broadcast):
+            return _readonly(np.broadcast_to(value.base, value.shape))
+        return value
+
+
+def problem_data_state(problem: Problem) -> dict:
+    """The pickled state of ``problem`` without its data ``X``, ``Yt``, ``O``:
+    for an owner that stores the designs and responses itself (a SUR model
+    pickles its equations' arrays once) and rebuilds them with
+    :func:`restore_problem`."""
+    state = problem.__getstate__()
+    for name in ("X", "Yt", "O"):
+        del state[name]
+    return state
+
+
+def restore_problem(state: dict, Xs: list, Y: np.ndarray, shared: bool) -> Problem:
+    """The :class:`Problem` of ``state`` (:func:`problem_data_state`) with ``X``,
+    ``Yt`` and ``O`` rebuilt from the designs ``Xs`` (K arrays (n_rows_in,
+    p_j); one array K times when ``shared``) and responses ``Y`` (n_rows_in,
+    K) it was built from, exactly as :func:`build_problem` builds them; no
+    checks (the data were validated when the problem was first built)."""
+    rows, layout = state["rows"], state["layout"]
+    Yr = Y if rows.size == Y.shape[0] else Y[rows]
+    obs = ~np.isnan(Yr.T)
+    O = None if obs.all() else obs.astype(np.float64)
+    X = _stack(Xs, None, rows, None if O is None else obs, shared, layout)
+    Yt = np.ascontiguousarray(Yr.T) if O is None else np.where(obs, Yr.T, 0.0)
+    problem = object.__new__(Problem)
+    problem.__setstate__({**state, "X": X, "Yt": Yt, "O": O})
+    return problem
 
 
 # ---------------------------------------------------------------------------------
@@ -384,6 +588,16 @@ def _collinear_column(x: np.ndarray) -> int:
     return int(piv[-1])
 
 
+def _scaled_condition(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Smallest eigenvalue and condition number of each column-scaled Gram
+    matrix (one batched ``eigvalsh``; one matrix for a shared design)."""
+    g = gram[:1] if gram.strides[0] == 0 else gram
+    d = np.sqrt(np.einsum("kpp->kp", g))
+    d = np.where(d > 0, d, 1.0)
+    ev = np.linalg.eigvalsh(g / d[:, :, None] / d[:, None, :])
+    return ev[:, 0], ev[:, -1] / np.maximum(ev[:, 0], np.finfo(float).tiny)
+
+
 def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
                   name: Any = lambda j: f"Xs[{j}]") -> None:
     """Reject designs with a zero column or (nearly) collinear columns, from the
@@ -397,14 +611,13 @@ def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
         j, c = (int(i) for i in np.argwhere(zero_col)[0])
         raise ValueError(f"{name(j)} column {c} is identically zero (on the observed rows); "
                          "drop that column")
-    ev = np.linalg.eigvalsh(g / d[:, :, None] / d[:, None, :])
-    cond = ev[:, -1] / np.maximum(ev[:, 0], np.finfo(float).tiny)
-    bad = np.flatnonzero((ev[:, 0] <= 0) | (cond > COLLINEARITY_COND))
+    ev0, cond = _scaled_condition(g)
+    bad = np.flatnonzero((ev0 <= 0) | (cond > COLLINEARITY_COND))
     if bad.size:
         j = int(bad[0])
         c = _collinear_column(X[j, :, : p[j]])
         more = f" (and {bad.size - 1} more equations)" if bad.size > 1 else ""
-        cj = f"{cond[j]:.3g}" if ev[j, 0] > 0 else "inf"
+        cj = f"{cond[j]:.3g}" if ev0[j] > 0 else "inf"
         raise ValueError(
             f"{name(j)} is rank deficient{more}: column {c} is (nearly) a linear "
             f"combination of the others (scaled condition number {cj}); drop that column")

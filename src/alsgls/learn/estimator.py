@@ -50,9 +50,6 @@ from .rank import (
 
 __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
 
-#: Noise-variance floor, relative to ``mean(Y_j**2)``, for an output that the
-#: regressors fit exactly (rank-0 fits only; such outputs have no error term).
-EXACT_FIT_FLOOR = 1e-12
 #: How messages name a shared design.  The intercept column, when added, is the
 #: last one, so column numbers in messages are the user's; a design that is
 #: collinear with the intercept is refused naming the user's columns
@@ -235,7 +232,11 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     loadings_ : ndarray, shape (K, k)
         Factor loadings ``F`` (Lawley rotation; only ``F F'`` is identified).
     noise_variance_ : ndarray, shape (K,)
-        Idiosyncratic variances ``D``.
+        Idiosyncratic variances ``D``.  At rank 0 these are the OLS residual
+        variances (divisor N); an output its regressors fit exactly (rank 0
+        only, see :class:`ExactFitWarning`) gets the exact-fit threshold:
+        ``1e-12`` of its variance about its mean, or its round-off level if
+        larger (relative to the data, like every floor).
     rank_ : int
         Number of factors used.
     rank_selection_ : RankSelection or None
@@ -247,7 +248,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         missing-data solver when ``Y`` has missing outputs and
         ``missing="ml"``; 0 for the closed-form rank-0 fit used when the
         regressors fit some output exactly.
-    nll_history_ : ndarray, shape (n_iter_ + 1,)
+    nll_history_ : ndarray, shape (``n_iter_ + 1``,)
         NLL per row at the start and after each iteration (the observed-data
         NLL with missing outputs); never increases.
     converged_ : bool
@@ -474,13 +475,14 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     @staticmethod
     def _rank0(problem: Problem, theta: np.ndarray, s: np.ndarray) -> tuple:
         """k = 0 with outputs fitted exactly: Sigma is diagonal, so GLS = the OLS
-        ``theta``, and ``D`` the OLS residual variances ``s`` floored relative to
-        each output's mean square.  The NLL per row counts each output's
-        observed rows."""
-        Om = problem.observation_weights
-        n = Om.sum(axis=1)
-        msq = np.einsum("kn,kn,kn->k", Om, problem.Yt, problem.Yt) / n
-        D = np.maximum(s, np.maximum(EXACT_FIT_FLOOR * msq, np.finfo(float).tiny))
+        ``theta``, and ``D`` the OLS residual variances ``s``; an output fitted
+        exactly gets the exact-fit threshold
+        (:attr:`~alsgls.core.problem.Problem.zero_variance_threshold`: relative
+        to the output's variance about its mean, so offsets and scale leave it
+        unchanged; every other output keeps ``D_j = s_j``).  The NLL per row
+        counts each output's observed rows."""
+        n = problem.n_weighted
+        D = np.maximum(s, problem.zero_variance_threshold)
         nll = 0.5 * float(np.sum(n / problem.N * (LOG_2PI + np.log(D) + s / D)))
         B = [b[:, 0] for b in problem.layout.unpad(theta)]
         return B, np.zeros((problem.K, 0)), D, np.array([nll]), 0, True
