@@ -6,7 +6,8 @@ Each warning has its own class so that users can filter them precisely, e.g.
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceWarning", "IdentificationWarning", "HeywoodWarning", "MissingDataWarning"]
+__all__ = ["ConvergenceWarning", "IdentificationWarning", "HeywoodWarning", "MissingDataWarning",
+           "RankSelectionWarning"]
 
 
 class ConvergenceWarning(UserWarning):
@@ -24,3 +25,8 @@ class HeywoodWarning(UserWarning):
 class MissingDataWarning(UserWarning):
     """Rows were dropped because they carry no information (all responses
     missing, or zero weight) or because listwise deletion was requested."""
+
+
+class RankSelectionWarning(UserWarning):
+    """``rank="auto"`` could not decide: its count did not settle, or more
+    factors than ``max_rank`` lie above the noise edge."""

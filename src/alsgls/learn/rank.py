@@ -11,20 +11,62 @@ Methods (DESIGN.md section 5):
 * ``"bic"``, ``"aic"`` -- information criteria of the exact ML fits with the
   parameter count ``P + K k + K - k(k-1)/2`` (:func:`n_parameters`).
 * ``"cv"`` -- ``n_folds``-fold cross-validated held-out NLL per row.
-* ``"auto"`` -- a whitened edge test: count the eigenvalues of the
-  ``D``-whitened residual covariance above the Marchenko-Pastur edge plus
-  ``TW_QUANTILE`` Tracy-Widom scales, starting from the (conservative)
-  correlation matrix and refitting at the counted rank until the count is
-  stable (at most ``AUTO_MAX_FITS`` fits, usually 1-2).  Falls back to
-  ``"bic"`` when the residual spectrum is too short for the edge
-  (``min(N - p, K) < ED_MIN_SPECTRUM``).
+* ``"auto"`` -- a whitened edge test: count the eigenvalues of the OLS
+  residual covariance, whitened by the noise variances of a rank-``r`` fit,
+  above the Marchenko-Pastur edge of the ``(N - p - r) x (K - r)`` residual
+  dimensions plus ``TW_QUANTILE`` Tracy-Widom scales, starting from the
+  (conservative) correlation matrix (``r = 0``) and refitting at the counted
+  rank until the count repeats (at most ``AUTO_MAX_FITS`` fits, usually 1).
+  Falls back to ``"bic"`` when the residual spectrum is too short for the
+  edge (``min(N - p, K) < ED_MIN_SPECTRUM``).
+
+**The whitened edge test.**  Let ``W`` (N x K) be the OLS residuals whitened
+by the noise variances of the rank-``r`` fit (:func:`_whitening_variances`)
+and ``n = N - p``.  Once the ``r`` factors are taken out, the noise of ``W``
+has ``n - r`` degrees of freedom per equation (the regressors and the factor
+scores use ``p + r`` rows' worth) and ``K - r`` per row (the loadings use
+``r``); the largest eigenvalue of ``W' W`` beyond the ``r`` factors is then
+``sigma^2 (sqrt(n - r) + sqrt(K - r))^2`` plus Tracy-Widom fluctuations
+(Johnstone, 2001, centring and scaling).  The noise level ``sigma^2`` comes
+from the bulk: the trace of ``W' W`` less its top ``r`` eigenvalues over
+``(n - r)(K - r)``.
+
+Why not from ``D``: the seed's ``"auto"`` whitened by the ML ``D`` and read
+``sigma^2`` from its absolute scale with the edge ``(sqrt(n) + sqrt(K))^2 / N``.
+But the ML ``D`` of a rank-``r`` fit is about ``D (N - p - r) / N`` (each
+factor's scores use one row's worth of each equation's noise), so at K >> N,
+where 1 % of the edge is about one Tracy-Widom scale, every factor fitted
+lowered the edge by about a scale and each refit counted one more (N = 100,
+K = 2000, 4 true factors: counts 4, 5, 6, 7; 7-12 returned at K = 1000-2000).
+Normalised by the bulk, the count does not depend on ``r``: fitted with 1-3
+spurious factors, the count stays at the truth.  A fitted spurious factor
+does raise its own eigenvalue (by 3-4 scales, measured: the fit shapes the
+whitening around it), so a false positive at the true rank is kept; its rate
+is the test's, since the count climbs from the conservative correlation
+count.  A count that does not settle -- it returns to a rank fitted before
+with another answer, or changes at each of ``AUTO_MAX_FITS`` fits -- warns
+(:class:`RankSelectionWarning`) and returns the smallest rank of the cycle
+(of the path, for a drift).
+
+The test is calibrated for one design shared by every equation (the noise
+of every column lies in the same ``n``-dimensional space): the
+``(r + 1)``-th score at the true rank averaged -1.4 to -2.1 Tracy-Widom
+units (N = 100, K/N = 1-20, 0 or 4 factors, 30 replicates; the TW mean is
+-1.21).  With separate designs the noise spreads over up to ``N`` dimensions
+and the edge of ``n`` rows is conservative: -1.9 at K/N = 1 to -4.7 at
+K/N = 20, which costs power just above the detection limit.
 
 **Detection limit.**  Write ``theta`` for an eigenvalue of the whitened signal
-``Psi^-1/2 F F' Psi^-1/2`` (a factor's signal-to-noise ratio summed over the
-K equations).  When ``theta < sqrt(K/N)`` the corresponding sample eigenvalue
-is swallowed by the Marchenko-Pastur noise bulk (the BBP phase transition)
-and *no* method can detect the factor from N rows; near the limit detection
-is unreliable.
+``D^-1/2 F F' D^-1/2`` (a factor's signal-to-noise ratio summed over the
+K equations; its whitened covariance eigenvalue is ``1 + theta``).  When
+``theta < sqrt(K/(N - p))`` the corresponding sample eigenvalue is swallowed
+by the Marchenko-Pastur noise bulk (the BBP phase transition) and *no* method
+can detect the factor from N rows; above it the sample eigenvalue of
+``W' W / n`` sits near ``(1 + theta)(1 + gamma / theta)`` with
+``gamma = K / (N - p)``, and ``"auto"`` counts it once that exceeds the edge
+``(1 + sqrt(gamma))^2`` by ``TW_QUANTILE`` Tracy-Widom scales.  Near the
+limit detection is unreliable.  ``RankSelection.detection_limit`` reports
+``sqrt(K/N)``, the limit without the ``p`` regressors' degrees of freedom.
 """
 
 from __future__ import annotations
@@ -33,15 +75,18 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
+from scipy.linalg import cho_factor, cho_solve
 
 from .._threads import blas_threads
+from .._warnings import warn
+from ..exceptions import RankSelectionWarning
 from ..core.dispatch import fit_problem
 from ..core.ops import design_matvec
 from ..core.options import SolverOptions, check_integer, solver_options
 from ..core.problem import Problem, build_problem
 
-__all__ = ["RankSelection", "select_rank", "select_rank_problem", "max_identifiable_rank",
-           "RANK_METHODS"]
+__all__ = ["RankSelection", "RankSelectionWarning", "select_rank", "select_rank_problem",
+           "max_identifiable_rank", "RANK_METHODS"]
 
 #: Accepted values of ``method``.
 RANK_METHODS = ("auto", "onatski", "bic", "aic", "cv")
@@ -59,8 +104,16 @@ ED_MIN_SPECTRUM = 20
 #: (Johnstone, 2001, centring and scaling), a 0.1 % false-positive rate per
 #: noise eigenvalue under the null.
 TW_QUANTILE = 3.27
-#: ``"auto"`` refits at most this many times while the whitened count changes.
-AUTO_MAX_FITS = 3
+#: ``"auto"`` refits at most this many times while the whitened count changes
+#: (settled counts took 0-2 fits in ``benchmarks/rank_selection.py``).
+AUTO_MAX_FITS = 4
+#: ``"auto"`` whitens equation ``j`` by a noise variance of at least
+#: ``WHITEN_FLOOR * s_j``, ``s_j`` its OLS residual variance, and divides by at
+#: most ``1 / WHITEN_FLOOR`` for its leverage (:func:`_whitening_variances`): a
+#: Heywood equation (``D_j`` at the solver's floor ``d_floor * s_j``) would
+#: otherwise become a spike of its own.  Noise shares below 1 % are rare; an
+#: equation floored here is under-weighted, which can only lower the count.
+WHITEN_FLOOR = 0.01
 #: Use a dense eigensolver on the short side's Gram matrix (instead of ARPACK)
 #: when ``min(N, K)`` is at most this.
 DENSE_SVD_LIMIT = 200
@@ -96,8 +149,10 @@ class RankSelection:
         For ``"bic"``/``"aic"``: the criterion (lower is better); for ``"cv"``:
         held-out NLL per row (lower is better); for ``"onatski"``: the
         eigenvalue gaps ``lambda_i - lambda_{i+1}``, compared with
-        ``threshold``; for ``"auto"``: the final D-whitened eigenvalues in
-        Tracy-Widom units above the noise edge, compared with ``threshold``.
+        ``threshold``; for ``"auto"``: the D-whitened eigenvalues of the fit at
+        ``rank`` in Tracy-Widom units above the noise edge, compared with
+        ``threshold`` (settled, exactly ``rank`` of them exceed it, unless
+        capped by ``max_rank``).
     eigenvalues : ndarray, shape (max_rank + 5,) or shorter
         Largest eigenvalues of the correlation matrix of the OLS residuals,
         decreasing (they sum, over all K, to K).
@@ -114,13 +169,18 @@ class RankSelection:
         Largest rank considered.
     n_fits : int
         Number of full likelihood fits performed (0 for ``"onatski"``, at
-        most ``AUTO_MAX_FITS`` for ``"auto"``).
+        most ``AUTO_MAX_FITS`` for ``"auto"``; a count of 0 needs no fit).
     N, K : int
         Rows and equations of the data.
     details : dict
         Method-specific extras; for ``"auto"``: ``"ranks_visited"`` (the
-        count at the start and after each fit) and ``"whitened_eigenvalues"``
-        (each fit's D-whitened spectrum).
+        correlation count, then the count after each whitening),
+        ``"whitened_eigenvalues"`` and ``"noise_variances"`` (each
+        whitening's spectrum and bulk variance) and ``"reason"`` (why it did
+        not settle, or ``""``).
+    settled : bool
+        For ``"auto"``: whether the count repeated the rank fitted; when not,
+        a :class:`RankSelectionWarning` said why.  True for other methods.
     """
 
     rank: int
@@ -137,6 +197,7 @@ class RankSelection:
     N: int
     K: int
     details: dict = field(default_factory=dict, repr=False, compare=False)
+    settled: bool = True
 
     def __repr__(self) -> str:
         return (
@@ -245,43 +306,168 @@ def _onatski_ed(lam: np.ndarray, kmax: int, max_iter: int = 20) -> tuple[int, fl
     return r, delta, gaps
 
 
-def _tw_edge(N_eff: int, K: int, N: int) -> tuple[float, float]:
+def _tw_edge(n: int, K: int) -> tuple[float, float]:
     """Johnstone's (2001) centring and scaling of the largest eigenvalue of
-    ``W' W`` for ``W`` (N_eff x K) of i.i.d. N(0, 1/N) entries."""
-    a, b = np.sqrt(N_eff - 0.5), np.sqrt(K - 0.5)
-    return (a + b) ** 2 / N, (a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0) / N
+    ``W' W`` for ``W`` (n x K) of i.i.d. N(0, 1) entries."""
+    a, b = np.sqrt(n - 0.5), np.sqrt(K - 0.5)
+    return float((a + b) ** 2), float((a + b) * (1.0 / a + 1.0 / b) ** (1.0 / 3.0))
 
 
-def _whitened_count(mu: np.ndarray, N_eff: int, K: int, N: int, kmax: int) -> int:
-    center, scale = _tw_edge(N_eff, K, N)
-    return min(int(np.sum(mu > center + TW_QUANTILE * scale)), kmax)
+def _edge_scores(mu: np.ndarray, sigma2: float, n: int, K: int) -> np.ndarray:
+    """Eigenvalues ``mu`` of ``W' W`` in Tracy-Widom units above the noise edge
+    of ``W`` (n x K) with i.i.d. entries of variance ``sigma2``."""
+    center, scale = _tw_edge(n, K)
+    return (mu / sigma2 - center) / scale
 
 
-def _auto(data: Problem, lam: np.ndarray, kmax: int,
-          options: SolverOptions) -> tuple[int, list, list, np.ndarray]:
+def _bulk_variance(total: float, mu: np.ndarray, r: int, n: int, K: int) -> float:
+    """Noise variance per entry of ``W`` (n x K, trace ``total``, top
+    eigenvalues ``mu``) once a rank-``r`` signal is taken out: the trace left
+    after the top ``r`` eigenvalues over the residual degrees of freedom
+    ``(n - r)(K - r)`` of a rank-``r`` fit."""
+    return (total - float(np.sum(mu[:r]))) / ((n - r) * (K - r))
+
+
+@dataclass(frozen=True)
+class _WhitenedCount:
+    """One whitening of ``"auto"``: the spectrum given a fit at ``rank``."""
+
+    rank: int                # rank of the fit whose noise variances whitened
+    eigenvalues: np.ndarray  # top eigenvalues of the whitened W' W, decreasing
+    noise_variance: float    # bulk variance per entry (_bulk_variance)
+    scores: np.ndarray       # eigenvalues in TW units above the edge (_edge_scores)
+    count: int               # scores above TW_QUANTILE (not capped at max_rank)
+
+
+@dataclass(frozen=True)
+class _EdgeTest:
+    """The path of ``"auto"``."""
+
+    rank: int
+    settled: bool
+    visited: list            # the count of each whitening (capped at max_rank)
+    steps: list              # each whitening, the correlation (rank 0) first
+    final: _WhitenedCount    # the whitening at ``rank``
+    reason: str              # why it did not settle ("" when it did)
+
+
+def _whitening_variances(Rt: np.ndarray, F: np.ndarray, D: np.ndarray,
+                         s: np.ndarray) -> np.ndarray:
+    """Each equation's noise variance for whitening the residuals ``Rt`` (K, N)
+    given a fit ``F`` (K, k), ``D`` (K,): the variance of the residual of the
+    Bartlett (GLS) factor scores over ``1 - h_j``, ``h_j`` the equation's
+    leverage on the scores; floored at ``WHITEN_FLOOR`` times the OLS residual
+    variance ``s`` (K,).
+
+    Notes
+    -----
+    Scores ``Z = A F' D^-1 Rt`` with ``A = (F' D^-1 F)^-1`` leave residuals
+    ``E = (I - H) Rt``, ``H = F A F' D^-1`` an oblique projection of trace k,
+    whose covariance per row is ``D - F A F'``: ``E_j`` has variance
+    ``D_j (1 - h_j)`` with ``h_j = F_j A F_j' / D_j``.  At a maximum-likelihood
+    factor analysis of ``Rt`` (the ML fit when every equation shares one
+    design) the stationarity equations give ``diag(E E') / N = D (1 - h)``
+    exactly, so this *is* the ML ``D``.  With separate designs the ML ``D``
+    belongs to the GLS residuals, whose coefficients use the other equations'
+    residuals, not to the OLS residuals ``Rt`` being whitened: for an equation
+    with a large loading and a small noise share the two differ (measured at
+    K = N = 100: ``D_j`` 1.8 x below the truth, ``h_j = 0.34``, and that
+    whitened column became an eigenvalue of its own, 10.7 Tracy-Widom units
+    above the edge).  This is the factor-analysis ``D`` of ``Rt`` itself
+    given ``F``.
+    """
+    # a factor whose whitened eigenvalue is at most 1 has zero loadings
+    # (lawley_loadings) and takes nothing out of the residuals
+    F = F[:, np.einsum("ka,ka->a", F, F) > 0]
+    if F.shape[1] == 0:
+        return s
+    G = F / D[:, None]
+    C = cho_factor(F.T @ G)
+    E = Rt - F @ cho_solve(C, G.T @ Rt)
+    h = np.einsum("ka,ak->k", G, cho_solve(C, F.T))
+    N = Rt.shape[1]
+    Dw = np.einsum("kn,kn->k", E, E) / (N * np.maximum(1.0 - h, WHITEN_FLOOR))
+    return np.maximum(Dw, WHITEN_FLOOR * s)
+
+
+def _whitened_count(data: Problem, Rt: np.ndarray, r: int, m: int,
+                    options: SolverOptions) -> _WhitenedCount:
+    """Fit at rank ``r``, whiten the OLS residuals ``Rt`` (K, N) by the fit's
+    noise variances (:func:`_whitening_variances`) and count the eigenvalues
+    of the whitened ``W' W`` above the noise edge.
+
+    The noise level is the bulk variance (:func:`_bulk_variance`), not the
+    absolute scale of ``D``: the ML ``D`` of a rank-``r`` fit is about
+    ``D (N - p - r) / N`` (each factor's scores use up one row's worth of
+    noise; measured 0.93 at N = 100, p = 3, r = 4), so an edge built on ``D``
+    moves down with every factor fitted: counting more, fitting more.
+    """
+    n, K, N = data.N - data.pmax, data.K, data.N
+    s = np.einsum("kn,kn->k", Rt, Rt) / N
+    fit = _quiet_fit(data, r, options)[0]
+    Dw = _whitening_variances(Rt, fit.F, fit.D, s)
+    Dw[Dw == 0] = 1.0            # an exactly fitted equation: a zero column
+    w = 1.0 / np.sqrt(Dw)
+    mu = _top_eigenvalues((Rt * w[:, None]).T, m, options.random_state)
+    return _counted(r, mu, N * float(s @ (w * w)), n, K)
+
+
+def _counted(r: int, mu: np.ndarray, total: float, n: int, K: int) -> _WhitenedCount:
+    """The count of eigenvalues ``mu`` (of ``W' W``, trace ``total``, ``W``
+    with ``n`` residual rows and ``K`` columns) above the edge of the
+    ``(n - r) x (K - r)`` noise left by a rank-``r`` fit."""
+    sigma2 = _bulk_variance(total, mu, r, n, K)
+    scores = _edge_scores(mu, sigma2, n - r, K - r)
+    return _WhitenedCount(r, mu, sigma2, scores, int(np.sum(scores > TW_QUANTILE)))
+
+
+def _auto(data: Problem, Rt: np.ndarray, lam: np.ndarray, kmax: int,
+          options: SolverOptions) -> tuple[_EdgeTest, int]:
     """Whitened edge test, refitting until the count is stable.
 
-    Start: the correlation eigenvalues ``lam`` (whitening by the total
-    variance ``s_j``, which shrinks factor eigenvalues: a conservative count).
-    Then fit at the counted rank, whiten the fit's residuals by its ``D`` and
-    count again.  Returns ``(rank, ranks visited, fits' D-whitened spectra,
-    last spectrum)``.
+    Start: the correlation eigenvalues ``lam`` (the whitening of rank 0,
+    by each equation's total residual variance: an equation's noise is less
+    than that, so the count is conservative).  Then fit at the counted rank,
+    whiten the OLS residuals by the fit's noise variances and count again,
+    until the count is a rank already whitened.  Settled when that rank's own
+    count is itself; otherwise a cycle (return the smallest rank of the
+    cycle), or ``AUTO_MAX_FITS`` fits spent on a drift (return the smallest
+    rank fitted).  Returns the path and the number of fits.
     """
-    N, K, pmax = data.N, data.K, int(data.p.max())
-    N_eff = N - pmax
-    r = _whitened_count(lam, N_eff, K, N, kmax)
-    visited, spectra, mu = [r], [], lam
-    for _ in range(AUTO_MAX_FITS):
-        fit, R = _quiet_fit(data, r, options)
-        mu = _top_eigenvalues((R / np.sqrt(fit.D * N)[:, None]).T, kmax + ED_TAIL,
-                              options.random_state)
-        spectra.append(mu)
-        r_new = _whitened_count(mu, N_eff, K, N, kmax)
-        visited.append(r_new)
-        if r_new == r:
-            break
-        r = r_new
-    return r, visited, spectra, mu
+    n, K = data.N - data.pmax, data.K
+    corr = _counted(0, lam, float(K), n, K)       # columns of unit norm: trace K
+    ranks, seen = [0], {0: corr}
+    visited = [min(corr.count, kmax)]
+    while visited[-1] not in seen and len(ranks) <= AUTO_MAX_FITS:
+        r = visited[-1]
+        seen[r] = _whitened_count(data, Rt, r, lam.size, options)
+        ranks.append(r)
+        visited.append(min(seen[r].count, kmax))
+    r, n_fits = visited[-1], len(ranks) - 1
+    steps = [seen[q] for q in ranks]
+    if r in seen and min(seen[r].count, kmax) == r:
+        return _EdgeTest(r, True, visited, steps, seen[r], ""), n_fits
+    path = ranks[ranks.index(r):] if r in seen else ranks[1:]
+    rank = min(path)
+    reason = _unsettled_reason(visited, r in seen, rank, seen[rank], n, K)
+    return _EdgeTest(rank, False, visited, steps, seen[rank], reason), n_fits
+
+
+def _unsettled_reason(visited: list, cycle: bool, rank: int, step: _WhitenedCount,
+                      n: int, K: int) -> str:
+    """The warning of an unsettled ``"auto"``: the path, the eigenvalues at
+    the threshold, the detection limit and what to do."""
+    top = max(visited)
+    near = ", ".join(f"{s:+.1f}" for s in step.scores[rank:top])
+    kind = ("returned to a rank it had whitened before" if cycle else
+            f"changed after each of its {len(visited) - 1} fits")
+    return (f"rank='auto' did not settle: the whitened edge count {kind} (counts "
+            f"{visited}); at rank {rank} eigenvalues {rank + 1}..{top} sit at {near} "
+            f"Tracy-Widom units against the threshold {TW_QUANTILE} (a factor near the "
+            f"detection limit sqrt(K/(N-p)) = {np.sqrt(K / n):.3g}, or noise that is not "
+            f"Marchenko-Pastur); returning the smallest rank of the "
+            f"{'cycle' if cycle else 'path'}, {rank}.  Compare method='bic' or 'cv', "
+            "or use more rows")
 
 
 # --------------------------------------------------------------------------
@@ -418,7 +604,7 @@ def select_rank(
         ``2 N nll + penalty * (P + K k + K - k(k-1)/2)`` over exact ML fits.
         ``"cv"``: ``n_folds``-fold held-out NLL per row (the predictive
         choice).  ``"auto"``: the whitened edge test (module docstring; at
-        most 3 fits) when ``min(N - p, K) >= ED_MIN_SPECTRUM``, else ``"bic"``.
+        most 4 fits) when ``min(N - p, K) >= ED_MIN_SPECTRUM``, else ``"bic"``.
     max_rank : int, optional
         Largest rank considered; default ``min(12, identifiable maximum)``;
         a larger value than the identifiable maximum is a ``ValueError``.
@@ -444,7 +630,9 @@ def select_rank(
     the scores still compare.
 
     No method detects a factor whose whitened signal eigenvalue is below
-    ``sqrt(K/N)`` (see the module docstring).
+    ``sqrt(K/(N - p))`` (see the module docstring).  ``"auto"`` warns
+    (:class:`RankSelectionWarning`) when its count does not settle or exceeds
+    ``max_rank``.
 
     Examples
     --------
@@ -509,12 +697,23 @@ def _select(data: Problem, method: str, max_rank: int | None, n_folds: int,
         return RankSelection(rank=r, method=chosen, candidates=np.arange(1, kmax + 1),
                              scores=gaps, threshold=delta, n_fits=0, **common)
     if chosen == "auto":
-        r, visited, spectra, mu = _auto(data, lam, kmax, options)
-        center, scale = _tw_edge(N - pmax, K, N)
+        test, n_fits = _auto(data, Rt, lam, kmax, options)
+        if not test.settled:
+            warn(test.reason, RankSelectionWarning)
+        elif test.final.count > kmax:
+            ident = max_identifiable_rank(K, N, pmax)
+            fix = (f"raise max_rank (at most {ident} here) to count them all" if kmax < ident
+                   else "that is the largest identifiable rank for these N and K")
+            warn(f"{test.final.count} whitened eigenvalues lie above the noise edge but "
+                 f"max_rank={kmax}: returning {kmax}; {fix}", RankSelectionWarning)
         return RankSelection(
-            rank=r, method="auto", candidates=np.arange(1, mu.size + 1),
-            scores=(mu - center) / scale, threshold=TW_QUANTILE, n_fits=len(spectra),
-            details={"ranks_visited": visited, "whitened_eigenvalues": spectra},
+            rank=test.rank, method="auto", candidates=np.arange(1, lam.size + 1),
+            scores=test.final.scores, threshold=TW_QUANTILE, n_fits=n_fits,
+            settled=test.settled,
+            details={"ranks_visited": test.visited,
+                     "whitened_eigenvalues": [st.eigenvalues for st in test.steps],
+                     "noise_variances": [st.noise_variance for st in test.steps],
+                     "reason": test.reason},
             **common)
     if chosen in ("bic", "aic"):
         ks, vals = _information_criterion(data, kmax, chosen, options)
