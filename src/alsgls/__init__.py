@@ -18,8 +18,11 @@ from .exceptions import (
     HeywoodWarning,
     IdentificationWarning,
     MissingDataWarning,
+    RankSelectionWarning,
 )
 from .learn.rank import RankSelection, select_rank
+from .learn.scoring import loglik_scorer
+from .persistence import IncompatiblePickleError, load, save
 from .stats.compare import compare
 from .stats.hypothesis import TestResult
 from .stats.inference import GLSCovariance
@@ -57,11 +60,16 @@ __all__ = [
     "HeywoodWarning",
     "IdentificationWarning",
     "MissingDataWarning",
+    "RankSelectionWarning",
     "MissingGLSFit",
     "als_gls_missing",
     "fit_missing",
     "impute",
     "observed_nll_per_row",
+    "loglik_scorer",
+    "save",
+    "load",
+    "IncompatiblePickleError",
 ]
 
 

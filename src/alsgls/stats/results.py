@@ -33,7 +33,7 @@ from .hypothesis import TestResult, critical_value
 from .hypothesis import breusch_pagan as _breusch_pagan
 from .hypothesis import lr_test as _lr_test
 from .hypothesis import wald_test as _wald_test
-from .inference import GLSCovariance
+from .inference import GLSCovariance, SEOptions
 from .prediction import PredictionResults
 from .prediction import get_prediction as _get_prediction
 from .summary import EquationTable, Summary
@@ -76,6 +76,10 @@ class SURResults:
         The factored coefficient covariance of this fit, to share it between
         results of the same fit (:meth:`with_cov_type` passes it); built on
         first use if omitted.  It must belong to ``fit`` and ``model.data``.
+    se_options : SEOptions, optional
+        How the coefficient covariance is computed (``se_method``, ``se_tol``,
+        ``se_verbose`` of :meth:`SUR.fit`, :func:`alsgls.stats.inference.se_options`);
+        default: automatic, standard errors within 0.1 %.
 
     Attributes
     ----------
@@ -110,8 +114,10 @@ class SURResults:
                  debiased: bool = False, residuals: np.ndarray | None = None,
                  covariance: GLSCovariance | None = None,
                  cov_config: Any = None, method: str | None = None,
-                 restriction: Any = _FROM_MODEL, sigma_divisor: str = "n") -> None:
+                 restriction: Any = _FROM_MODEL, sigma_divisor: str = "n",
+                 se_options: SEOptions | None = None) -> None:
         self.model = model
+        self.se_options = SEOptions() if se_options is None else se_options
         self.fit_result = fit
         self.sigma_divisor = sigma_divisor
         self.cov_type = normalise_cov_type(cov_type)
@@ -167,7 +173,8 @@ class SURResults:
                           debiased=self.debiased if debiased is None else debiased,
                           residuals=self._Rt, covariance=self._covariance,
                           cov_config=config, method=self.method,
-                          restriction=self._restriction, sigma_divisor=self.sigma_divisor)
+                          restriction=self._restriction, sigma_divisor=self.sigma_divisor,
+                          se_options=getattr(self, "se_options", None))
 
     @property
     def solver(self) -> str | None:
@@ -177,10 +184,16 @@ class SURResults:
 
     @property
     def cov_config(self) -> dict:
-        """The covariance options in use (``kernel``, ``bandwidth``, ``clusters``,
-        ``group_debias`` as they apply to ``cov_type``) and ``debiased``."""
-        cfg = self._cov_config
-        out = {} if cfg is None else {k: v for k, v in vars(cfg).items() if v is not None}
+        """The covariance options in use and ``debiased``: for ``"kernel"`` the
+        kernel and the bandwidth actually used (the automatic one when none was
+        given, which needs the solved scores), for ``"clustered"`` the number of
+        groups and ``group_debias``."""
+        used = getattr(self.cov_estimator, "cov_config", None)
+        if used is not None:
+            out = dict(used)
+        else:
+            cfg = self._cov_config
+            out = {} if cfg is None else {k: v for k, v in vars(cfg).items() if v is not None}
         out["debiased"] = self.debiased
         return out
 
@@ -214,13 +227,12 @@ class SURResults:
                 from .ols_covariance import OLSCovariance
 
                 self._covariance = OLSCovariance.from_problem(
-                    self.problem, self.fit_result.cov, self._Rt)
-            elif self._restriction is None:
-                self._covariance = GLSCovariance.from_problem(
-                    self.problem, self.fit_result.cov, self._Rt)
-            else:
-                self._covariance = GLSCovariance.from_problem(
                     self.problem, self.fit_result.cov, self._Rt, restriction=self._restriction)
+            else:
+                opts = getattr(self, "se_options", None) or SEOptions()   # 0.1 pickles lack it
+                self._covariance = GLSCovariance.from_problem(
+                    self.problem, self.fit_result.cov, self._Rt, restriction=self._restriction,
+                    method=opts.method, tol=opts.tol, verbose=opts.verbose)
         return self._covariance
 
     @cached_property
@@ -241,11 +253,13 @@ class SURResults:
         when ``debiased``, else ones (``n_j`` the equation's observed rows).
 
         With ``sigma_divisor="dfk"`` the same correction is already inside the
-        estimated Sigma (so in every covariance built on it): the factor is one
-        and ``debiased`` only selects the t and F reference distributions, as
-        linearmodels' ``debiased=True`` does."""
+        estimated Sigma, so the model-based covariance is not scaled again and
+        ``debiased`` only selects the t and F reference distributions; the
+        sandwiches (robust, kernel, clustered), which the scale of Sigma does
+        not reach, are scaled -- as linearmodels' ``debiased=True`` does."""
         n, p = self._n, self.problem.p
-        if self.debiased and self.sigma_divisor != "dfk":
+        if self.debiased and not (self.sigma_divisor == "dfk"
+                                  and self.cov_type == "unadjusted"):
             return np.sqrt(n / (n - p))
         return np.ones(len(p))
 
@@ -267,6 +281,13 @@ class SURResults:
     @property
     def rank(self) -> int:
         return self.fit_result.k
+
+    @property
+    def rank_selection(self) -> Any:
+        """The :class:`~alsgls.RankSelection` of a model built with ``rank="auto"``
+        (or another rank method): the method, the candidates' scores and the
+        chosen rank; None for a given rank."""
+        return getattr(self.model, "rank_selection", None)
 
     @property
     def df_model(self) -> int:
@@ -335,7 +356,10 @@ class SURResults:
     def _var(self) -> np.ndarray:
         lay = self.problem.layout
         blocks = self.cov_estimator.diagonal_blocks
-        return blocks[lay.eq, lay.col, lay.col] * self._scale ** 2
+        var = blocks[lay.eq, lay.col, lay.col] * self._scale ** 2
+        if self._restriction is not None:   # a coefficient the restrictions fix: 0 up to
+            var = np.maximum(var, 0.0)       # round-off, which may fall below it
+        return var
 
     @cached_property
     def bse(self) -> Any:
@@ -688,6 +712,10 @@ class SURResults:
         ----------
         max_equations : int or None, default 10
             Show at most this many equation tables (None: all) and say so.
+            Only the shown equations' covariance blocks are computed (``p_j``
+            solves each, or sliced from the system's standard errors when
+            those exist or cost nothing more), so a summary of a few equations
+            costs a few equations.
         alpha : float, default 0.05
             Confidence intervals of coverage ``1 - alpha``.
 
@@ -709,14 +737,16 @@ class SURResults:
                   ("Heywood cases", str(int(self.fit_result.heywood.sum()))),
                   ("Std. errors", self._se_method_text())]
         show = d.K if max_equations is None else min(d.K, max_equations)
-        b, se, t = (np.asarray(v) for v in (self.params, self.bse, self.tvalues))
-        pv, ci = np.asarray(self.pvalues), np.asarray(self.conf_int(alpha))
         r2 = np.asarray(self.rsquared)
         tables = []
         for j, e in enumerate(self.model.equations[:show]):
-            idx = np.flatnonzero(self._eq == j)
-            rows = [(e.exog_names[i - idx[0]], b[i], se[i], t[i], pv[i], ci[i, 0], ci[i, 1])
-                    for i in idx]
+            # the equation's own statistics: its block alone unless the system's
+            # standard errors exist (a summary of a few equations costs a few)
+            er = self.equations[j]
+            stats_j = [np.asarray(v) for v in (er.params, er.bse, er.tvalues, er.pvalues)]
+            ci = np.asarray(er.conf_int(alpha))
+            rows = [(name, *(float(v[i]) for v in stats_j), ci[i, 0], ci[i, 1])
+                    for i, name in enumerate(e.exog_names)]
             tables.append(EquationTable(e.label, e.dependent, float(r2[j]), rows,
                                         "t" if self.debiased else "z", 1 - alpha,
                                         None if self.model.observed is None else int(self._n[j])))
@@ -810,6 +840,48 @@ class SURResults:
         if self.model.weights is not None:
             out.append(("Weights", "per row, mean 1"))
         return out
+
+    # -- pickling (the contract: alsgls.persistence) ---------------------------------
+    #: Attributes rebuilt on loading rather than stored: the problem (the
+    #: model's), the padded coefficients, the residuals (from the data and B)
+    #: and the factored coefficient covariance (on first use).
+    _DERIVED = ("problem", "_eq", "_theta", "_Rt", "_covariance")
+
+    def __getstate__(self) -> dict:
+        """The model (its data once), the fit record and the options; no caches."""
+        from ..persistence import tag_state
+
+        cached = {name for cls in type(self).__mro__ for name, v in vars(cls).items()
+                  if isinstance(v, cached_property)}
+        state = {name: v for name, v in self.__dict__.items()
+                 if name not in cached and name not in self._DERIVED}
+        return tag_state(state)
+
+    def __setstate__(self, state: dict) -> None:
+        from ..persistence import check_state
+
+        if not check_state(state, "a SURResults"):     # alsgls 0.1: every attribute
+            self.__dict__.update(state)
+            return
+        self.__dict__.update(state)
+        self.problem = self.model.data
+        self._eq = self.problem.layout.eq
+        self._theta = self.problem.layout.pad(self.fit_result.B)
+        self._Rt = self._residuals()
+        self._covariance = None
+
+    def save(self, path: Any) -> None:
+        """Write these results to ``path`` with a version header
+        (:func:`alsgls.persistence.save`; read back with :func:`alsgls.load`).
+
+        The file holds the model's data once plus O(P + K k) state; residuals,
+        standard errors and other derived statistics are recomputed after
+        loading.  Loading refuses, naming both versions, a file from an alsgls
+        whose pickle format differs.
+        """
+        from ..persistence import save
+
+        save(self, path)
 
     def __repr__(self) -> str:
         return (f"SURResults(K={self.problem.K}, N={self.problem.N}, rank={self.rank}, "

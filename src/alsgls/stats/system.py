@@ -29,9 +29,19 @@ from ..core.problem import (
     check_missing,
     check_rank,
     check_weights,
+    problem_data_state,
+    restore_problem,
 )
+from ..persistence import check_state, tag_state
 from .covariance import normalise_cov_type
-from .equations import Equation, build_equations
+from .inference import se_options
+from .equations import (
+    Equation,
+    build_equations,
+    check_observed_together,
+    pack_equations,
+    unpack_equations,
+)
 from .hypothesis import restriction_matrix
 
 __all__ = ["SUR", "Equation", "import_pandas", "import_formulaic", "FULL_RANK_DEFAULT_LIMIT"]
@@ -94,13 +104,20 @@ class SUR:
         be the same for every equation observed in a row (one weight per
         row; equations without weights count as weight 1).  pandas objects
         whose indexes differ are aligned on the union of their indexes; the
-        gaps become missing responses.
-    rank : int or "full", optional
+        gaps become missing responses.  Two equations never observed in the
+        same row are an error at full rank (their covariance is not
+        identified) and a ``MissingDataWarning`` at a rank ``0 < k < K - 1``
+        (the factor structure implies it).
+    rank : int, "full" or "auto", optional
         Number of factors ``k``, ``0 <= k < K``; ``"full"`` means ``K - 1``,
         the unrestricted SUR (any positive-definite Sigma) -- the model
         linearmodels, Stata's ``sureg`` and systemfit fit, and the default
         up to ``FULL_RANK_DEFAULT_LIMIT`` (1000) equations.  Beyond that a
-        rank must be given: at full rank Sigma is K x K.
+        rank must be given: at full rank Sigma is K x K.  ``"auto"`` (or
+        ``"onatski"``, ``"bic"``, ``"aic"``, ``"cv"``) chooses ``k`` from the
+        validated data with :func:`alsgls.learn.rank.select_rank_problem`
+        (on the rows with every response observed when some are missing);
+        the record is :attr:`rank_selection`, also on the results.
     missing : {"ml", "drop", "raise"}, default "ml"
         What to do with NaN in a dependent (a missing response; NaN in the
         same row of that equation's exog is then allowed).  ``"ml"``: exact
@@ -158,13 +175,17 @@ class SUR:
         self._equations, self._index, spec_w = build_equations(equations)
         self._formulas = None
         self._restriction = None
-        self.rank = self._resolve_rank(rank)
+        self.rank_selection = None
+        self.rank = self._resolve_rank(rank)   # a rank method: None until the data are valid
         Xs = [e.X for e in self._equations]   # views of one array: a shared design
         Y = np.column_stack([e.y for e in self._equations])
         w = self._row_weights(weights, spec_w, Y)
         labels = [e.label for e in self._equations]
         self._problem = build_problem(Xs, Y, weights=w, missing=missing, labels=labels,
                                       design_names=[f"equation {lab!r}: exog" for lab in labels])
+        self._check_observed_together()
+        if self.rank is None:
+            self.rank = self._resolve_rank(rank)
         names = self.param_names
         if len(set(names)) != len(names):
             dup = sorted({n for n in names if names.count(n) > 1})
@@ -206,23 +227,57 @@ class SUR:
                 "(pass weights=... or equal weights in every equation)")
         return check_weights(np.where(np.isnan(hi) & ~obs.any(axis=1), 1.0, hi), Y.shape[0])
 
-    def _resolve_rank(self, rank: Any) -> int:
+    def _resolve_rank(self, rank: Any) -> int | None:
+        """The factor rank; a rank method (``"auto"``, ...) runs on the validated
+        problem and records :attr:`rank_selection` (None before it exists)."""
         K = len(self._equations)
         if rank is None:                       # the default: the peers' unrestricted SUR
             if K > FULL_RANK_DEFAULT_LIMIT:
                 raise ValueError(
                     f"rank is required for K={K} > {FULL_RANK_DEFAULT_LIMIT} equations: the "
                     f"unrestricted Sigma (rank='full', the default) has {K * (K + 1) // 2} "
-                    "parameters and needs K x K memory; pass rank=k with k much smaller "
-                    "than K (see alsgls.select_rank), or rank='full' explicitly")
+                    "parameters and needs K x K memory; pass rank='auto' (chosen from the "
+                    "data), rank=k with k much smaller than K, or rank='full' explicitly")
             rank = "full"
         if isinstance(rank, str):
+            from ..learn.rank import RANK_METHODS  # learn.rank imports only alsgls.core
+
             if rank == "full":
                 return K - 1
-            raise ValueError(f"rank must be an integer or 'full', got {rank!r}")
+            if rank not in RANK_METHODS:
+                raise ValueError(f"rank must be an integer, 'full' or one of {RANK_METHODS}, "
+                                 f"got {rank!r}")
+            if getattr(self, "_problem", None) is None:
+                return None
+            self.rank_selection = self._select_rank(rank)
+            return self.rank_selection.rank
         if isinstance(rank, bool) or not isinstance(rank, numbers.Integral):
-            raise TypeError(f"rank must be an integer or 'full', got {rank!r}")
+            raise TypeError(f"rank must be an integer, 'full' or 'auto', got {rank!r}")
         return check_rank(int(rank), K, name="rank", warn_ledermann=False)
+
+    def _select_rank(self, method: str) -> Any:
+        """:func:`alsgls.learn.rank.select_rank_problem` on the validated problem
+        (no re-validation): on the rows with every response observed when some
+        are missing, with the row weights folded in (``Problem.scaled``)."""
+        from ..learn.rank import select_rank_problem
+
+        data = self._problem
+        if not data.complete:
+            rows = np.flatnonzero(data.O.all(axis=0))
+            if rows.size <= data.pmax + 2:
+                raise ValueError(
+                    f"rank={method!r} with missing responses chooses the rank on the rows "
+                    f"where every response is observed; there are {rows.size}, too few for "
+                    f"{data.pmax} coefficients per equation; pass an integer rank")
+            data = data.take(rows, "the rows with every response observed")
+        return select_rank_problem(data.scaled(), method=method)
+
+    def _check_observed_together(self) -> None:
+        """Equations never observed in the same row: an error at full rank, a
+        warning below (:func:`~alsgls.stats.equations.check_observed_together`)."""
+        if self._problem.O is not None:
+            check_observed_together(self._problem.O.T > 0, self.labels, self.rank,
+                                    self.row_index if self._index is not None else None)
 
     @classmethod
     def from_arrays(cls, Xs: Sequence, Y: Any, *, rank: int | str | None = None,
@@ -425,7 +480,33 @@ class SUR:
     def with_rank(self, rank: int | str) -> "SUR":
         """The same model (same validated data, no re-validation) at another rank."""
         new = copy.copy(self)
-        new.rank = self._resolve_rank(rank)
+        new.rank_selection = None
+        new.rank = new._resolve_rank(rank)
+        new._check_observed_together()
+        return new
+
+    # -- pickling (the contract: alsgls.persistence) ------------------------------
+    def __getstate__(self) -> dict:
+        """The equations' arrays once (a shared design once,
+        :func:`~alsgls.stats.equations.pack_equations`) and the problem's small
+        records; the problem's ``X``, ``Yt`` and mask are rebuilt from them on
+        loading, without re-validation."""
+        state = dict(self.__dict__)
+        state["_equations"] = pack_equations(self._equations)
+        state["_problem"] = problem_data_state(self._problem)
+        return tag_state(state)
+
+    def __setstate__(self, state: dict) -> None:
+        if check_state(state, "a SUR model"):       # else alsgls 0.1: every attribute
+            eqs, Y, shared = unpack_equations(state["_equations"])
+            state["_equations"] = eqs
+            state["_problem"] = restore_problem(state["_problem"], [e.X for e in eqs], Y, shared)
+        self.__dict__.update(state)
+
+    def __copy__(self) -> "SUR":
+        """A shallow copy sharing the validated data (:meth:`with_rank`)."""
+        new = object.__new__(type(self))
+        new.__dict__.update(self.__dict__)
         return new
 
     @property
@@ -452,7 +533,8 @@ class SUR:
     def fit(self, *, method: str | None = None, solver: str = "als", sigma: Any = None,
             sigma_divisor: str = "n", cov_type: str = "unadjusted", debiased: bool = False,
             kernel: str | None = None, bandwidth: float | None = None, clusters: Any = None,
-            group_debias: bool | None = None, tol: float = 1e-10,
+            group_debias: bool | None = None, se_method: str = "auto",
+            se_tol: float | None = None, se_verbose: bool = False, tol: float = 1e-10,
             max_iter: int | None = None, **solver_options_: Any):
         """Fit the system and return a :class:`~alsgls.SURResults`.
 
@@ -505,6 +587,22 @@ class SUR:
             over the model's rows (all input rows, or only the rows used).
         group_debias : bool, optional
             ``cov_type="clustered"`` only: the ``G / (G - 1)`` correction.
+        se_method : {"auto", "exact", "lanczos"}, default "auto"
+            How the coefficient covariance is computed (on first use):
+            ``"exact"``, a dense core of side ``min(N k, P)`` (exact to
+            rounding; ``MemoryError`` beyond
+            ``alsgls.stats.inference.EXACT_CORE_LIMIT``); ``"lanczos"``, the
+            truncated eigen-correction, every model-based standard error
+            within ``se_tol`` (a certified bound) and never above the exact
+            one; ``"auto"``, exact when that is cheap, else Lanczos.  The
+            summary header says which ran, with its bound.
+        se_tol : float, optional
+            Lanczos only: bound on the relative error of every model-based
+            standard error, in (0, 0.4); default 1e-3.
+        se_verbose : bool, default False
+            Show the progress of the standard-error computation (a tqdm bar
+            when tqdm is installed); it is always logged to the ``"alsgls"``
+            logger.
         tol : float, default 1e-10
             Tolerance of the solver (see :func:`alsgls.als_gls`).
         max_iter : int, optional
@@ -525,6 +623,7 @@ class SUR:
 
         method, solver = self._fit_method(method, solver, sigma)
         cov_type = normalise_cov_type(cov_type)
+        se = se_options(se_method, se_tol, se_verbose)
         debiased = check_debiased(debiased)
         given = self._cov_options(kernel, bandwidth, clusters, group_debias)
         config = None
@@ -532,6 +631,9 @@ class SUR:
             from .covariance import covariance_config
 
             config = covariance_config(cov_type, self.nobs, **given)
+        if "iterate" in solver_options_:        # linearmodels' SUR.fit(iterate=True)
+            raise TypeError("alsgls has no iterate=: method='ml' is iterated GLS to "
+                            "convergence, method='twostep' linearmodels' default")
         options = solver_options(None, "SUR.fit", tol=tol, max_iter=max_iter,
                                  **solver_options_)
         restriction = self._restriction
@@ -546,15 +648,13 @@ class SUR:
             fit, Rt = fit_problem(self._problem, self.rank, options, solver=solver,
                                   ledermann_warning=False, **extra)
         else:
-            if method == "ols" and restriction is not None:
-                raise ValueError("method='ols' does not take constraints: restricted "
-                                 "estimation is method='twostep' or 'ml'")
             fit, Rt = fit_fgls(self._problem, self.rank, options, method=method, sigma=sigma,
                                sigma_divisor=sigma_divisor, restriction=restriction)
         return SURResults(self, fit, cov_type=cov_type, debiased=debiased, residuals=Rt,
                           cov_config=config, method=method,
                           sigma_divisor=("n" if sigma is not None
-                                         else check_sigma_divisor(sigma_divisor)))
+                                         else check_sigma_divisor(sigma_divisor)),
+                          se_options=se)
 
     def _fit_method(self, method: Any, solver: Any, sigma: Any) -> tuple[str, str]:
         """``(method, solver)`` validated; the 0.1 spelling ``method="als"|"em"``
