@@ -112,10 +112,19 @@ def test_recursive_macro_system_matches_linearmodels():
     assert np.linalg.eigvalsh(res.sigma_matrix().to_numpy()).min() > 0.5
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: the ALS stopping rule is an estimate, "
-                   "not a bound (here the true gap is ~70x tol*K*N)")
-def test_als_stopping_rule_bounds_the_gap_on_the_macro_system():
+@pytest.mark.parametrize("tol", [1e-10, 1e-12])
+def test_als_stopping_rule_bounds_the_gap_on_the_macro_system(tol):
+    """Issue 10: at tol=1e-12 ALS stopped 70x tol*K per row above the MLE after
+    495 sweeps -- the plain sweeps contract at ~0.98 here (beta and Sigma are
+    coupled through the recursive equations), and one sweep whose beta-step
+    made no CG step made the linear-rate extrapolation vanish.  The coupled
+    phase (exact factor analysis, accurate GLS, Anderson acceleration in beta)
+    reaches the MLE in about 20 sweeps, and its gap estimate multiplies the
+    beta gap by the coupling's amplification (~70 here).  Oracle:
+    linearmodels' iterated GLS llf, which the dense EM reproduces to 1e-12
+    (test above); measured gap/(tol K N): 0.11 at 1e-10, 0.016 at 1e-12."""
     eqs, ref = _macro()
-    res = SUR(eqs, rank="full").fit(tol=1e-12, max_iter=5000)
     K, N = len(eqs), ref["nobs"]
-    assert ref["llf"] - res.llf <= 1e-12 * K * N
+    res = SUR(eqs, rank="full").fit(tol=tol)
+    assert res.converged and res.fit_result.n_iter <= 40
+    assert ref["llf"] - res.llf <= tol * K * N

@@ -162,8 +162,10 @@ def em_gls(
     k : int
         Number of latent factors, ``0 <= k < K``.
     tol : float, default 1e-10
-        Stop when the NLL decrease of a cycle, and its linear-rate
-        extrapolation, are below ``tol * K`` (per row; as in :func:`als_gls`).
+        Converged when the Newton decrement of the NLL per row (exact Hessian,
+        floor-held D excluded) is at most ``tol * K``: the gap to the local
+        quadratic optimum, exact to third order near it (an estimate, not a
+        bound, farther out); see :mod:`alsgls.core.em`.
     max_iter : int, optional
         Maximum number of (SQUAREM) cycles (default 5000); reaching it warns.
     d_floor : float, default 1e-6

@@ -19,7 +19,7 @@ from .._warnings import warn
 from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .als import run_als
 from .em import run_em
-from .existence import describe, exact_relation
+from .existence import ExistenceCheck, describe, floor_collapse, relation_at_rank
 from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
 from .ops import design_matvec
 from .missing_em import run_missing
@@ -47,10 +47,14 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     problem : Problem
         Validated data (:func:`alsgls.core.problem.build_problem`).
     k : int
-        Number of factors; checked against the problem here.  At ``k = K - 1``
-        (unrestricted Sigma) with complete responses, a system whose
-        likelihood has no finite maximum is refused with its cause
-        (:mod:`alsgls.core.existence`).
+        Number of factors; checked against the problem here.  A rank whose
+        likelihood has no finite maximum -- some set of at most ``k + 1``
+        equations whose residuals can be made exactly linearly dependent -- is
+        refused with its cause, before the fit when the search is affordable,
+        else when the fit ends with such equations at the floor
+        (:mod:`alsgls.core.existence`).  A fit whose end point the floor
+        ``d_floor`` decides (nearly collinear responses) returns
+        ``converged=False`` with a ``HeywoodWarning`` that says why.
     options : SolverOptions
     solver : {"als", "em", "missing"}
         Core for complete responses; with missing responses every choice
@@ -87,10 +91,7 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
                          "at all (False or 'em')")
     _check_restricted(problem, solver, restriction, update_beta)
     k = check_fit_rank(problem, k, warn_ledermann=ledermann_warning and not quiet)
-    if k == problem.K - 1 and problem.K > 1 and problem.complete:
-        relation = exact_relation(problem)       # the unrestricted likelihood: bounded?
-        if relation is not None:
-            raise ValueError(describe(problem, relation))
+    check = _existence(problem, k, restriction, update_beta)
     if missing_fit is None:
         missing_fit = (not problem.complete or problem.w is not None
                        or problem.rows.size != problem.n_rows_in or problem.missing != "ml")
@@ -99,16 +100,67 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
             run = run_missing(problem, k, options)
         else:
             if solver == "als":
+                # one design for every equation: GLS = OLS for any Sigma (Kruskal), so
+                # the MLE is OLS plus the exact ML factor analysis of its residuals
+                shared = problem.shared and restriction is None
                 run = run_als(problem.scaled(), k, options, restriction=restriction,
-                              update_beta=update_beta)
+                              update_beta=update_beta and not shared)
             else:
                 run = run_em(problem.scaled(), k, options, restriction=restriction)
             if problem.w is not None:     # residuals of the caller's (unscaled) rows
                 run.Rt = problem.Yt - design_matvec(problem.X, run.theta)
+        collapse = _floor_decides(run, problem, k, check,
+                                  exact=restriction is None and update_beta)
         fit = _assemble(run, problem, options, missing_fit)
     if not quiet:
-        _warn(run, problem, options)
+        _warn(run, problem, options, collapse)
     return fit, run.Rt
+
+
+def _existence(problem: Problem, k: int, restriction: LinearRestriction | None,
+               update_beta: bool) -> ExistenceCheck:
+    """Refuse a rank whose likelihood has no finite maximum (ValueError naming
+    the dependent equations, :mod:`alsgls.core.existence`).
+
+    The relation ignores linear restrictions, which can only bound the
+    likelihood further: restricted fits are checked at full rank only (as
+    before restrictions existed), and fixed coefficients (``update_beta=False``)
+    not at all; the end point of any fit is still checked
+    (:func:`_floor_decides`).
+    """
+    if not update_beta or k == 0 or (restriction is not None and k < problem.K - 1):
+        return ExistenceCheck(None, False)
+    check = relation_at_rank(problem, k)
+    if check.relation is not None:
+        raise ValueError(describe(problem, check.relation, k))
+    return check
+
+
+def _floor_decides(run: SolverRun, problem: Problem, k: int, check: ExistenceCheck,
+                   exact: bool) -> str | None:
+    """Check the end point: when the floor supplies much of the variance of a
+    direction of Sigma among the equations at the floor
+    (:func:`alsgls.core.existence.floor_collapse`), the likelihood either has
+    no finite maximum -- a dependent set of at most ``k + 1`` of those
+    equations, a ValueError -- or its maximum lies at (nearly) singular Sigma,
+    below what ``d_floor`` allows: the fit is not converged, and the returned
+    note says why.
+    """
+    found = floor_collapse(run.F, run.D, run.floor) if run.F.shape[1] > 0 else None
+    if found is None:
+        return None
+    C, share = found
+    if exact and not check.decided and C.size >= 2:
+        rel = relation_at_rank(problem, k, candidates=C).relation
+        if rel is not None:
+            raise ValueError(describe(problem, rel, k))
+    run.converged = False
+    names = ", ".join(problem.equation(int(j)) for j in C[:5]) + (" ..." if C.size > 5 else "")
+    return (f"the floor d_floor decides this fit: {C.size} equation(s) at the floor ({names}) "
+            f"have (nearly) collinear residuals -- the floor supplies {share:.0%} of the "
+            f"variance of a direction of Sigma that the k={k} factors cannot carry -- so "
+            "the likelihood's maximum lies at (nearly) singular Sigma and the fit is not "
+            "converged; drop all but one of these equations, lower d_floor, or lower k")
 
 
 def _check_restricted(problem: Problem, solver: str, restriction: LinearRestriction | None,
@@ -169,8 +221,12 @@ def _heywood(run: SolverRun) -> np.ndarray:
     return run.D <= run.floor * (1 + 1e-9)
 
 
-def _warn(run: SolverRun, problem: Problem, options: SolverOptions) -> None:
+def _warn(run: SolverRun, problem: Problem, options: SolverOptions,
+          collapse: str | None = None) -> None:
     """Convergence and Heywood warnings, attributed to the user's line."""
+    if collapse is not None:
+        warn(collapse, HeywoodWarning)
+        return
     if not run.converged:
         n = len(run.trace) - 1
         limit = options.iterations({"em-missing": "missing"}.get(run.method, run.method))

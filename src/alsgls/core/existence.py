@@ -1,50 +1,98 @@
-"""Does the unrestricted SUR likelihood have a finite maximum?
+"""Does the SUR likelihood with ``Sigma = F F' + diag(D)`` have a finite maximum?
 
-With ``Sigma`` unrestricted (``k = K - 1``) the Gaussian likelihood is
-unbounded exactly when the residuals of some fit can be made linearly
-dependent: when there are ``a != 0`` and coefficients ``gamma_j`` with
+**The condition.**  Call a set ``J`` of equations *dependent* when its
+responses satisfy an exact linear relation with its own regressors,
 
-    sum_j (a_j y_j - X_j gamma_j) = 0,   gamma_j = 0 wherever a_j = 0
+    sum_{j in J} (a_j y_j - X_j gamma_j) = 0   on the rows where all of J are observed,
 
-(take ``beta_j = gamma_j / a_j``: then ``sum_j a_j r_j = 0`` and ``Sigma-hat``
-is singular).  Two equations with the same dependent variable, budget shares
-that sum to one with an intercept in every equation, or more regressors than
-rows are such cases.  A recursive system -- one equation's dependent variable
-is a regressor of another -- is not: the relation would need ``gamma_j != 0``
-in an equation with ``a_j = 0``.
+with every ``a_j != 0`` and at least one such row.  Taking
+``beta_j = gamma_j / a_j`` makes the residuals of ``J`` linearly dependent
+(``R_J a = 0``).  Then, at rank ``k``:
 
-The decision: for the equations ``J`` (all, at first), the ``a`` that work
-(ignoring the side condition) are the null space of ``(I - P_J) Y_J``, the
-responses of ``J`` with the span of all regressors of ``J`` projected out.
-Equations whose coordinate vanishes on that null space cannot take part:
-drop them (and their regressors) and repeat until ``J`` is stable.  The
-likelihood is unbounded iff ``J`` stays non-empty; a generic vector of the
-final null space is a relation with every ``a_j != 0``.  Cost per round: a
-thin SVD of the ``N x P_J`` stacked regressors and one of ``N x |J|``.
+    the likelihood is unbounded  <=>  some dependent set has at most k + 1 equations.
+
+*If*: ``rank R_J <= |J| - 1 <= k``, so ``F_J F_J' = R_J' R_J / N`` is a
+rank-``k`` loading block; with ``D_J = eps`` (other equations as they are)
+``Sigma_eps -> Sigma_0`` singular, the null vector ``a`` of ``Sigma_0`` is
+also a null vector of the residual covariance, ``tr(Sigma_eps^-1 S)`` stays
+bounded and ``log|Sigma_eps| ~ log eps -> -inf``.  *Only if*: along a sequence
+whose likelihood grows without bound ``Sigma`` tends to a singular
+``Sigma_0 = F F' + D_0``; its null vectors ``v`` have ``F'v = 0`` and support
+in ``Z = {j: D_0j = 0}``, so there are at least ``max(1, |Z| - k)`` of them,
+and the trace term stays bounded only if ``R_Z v = 0`` for each: ``rank R_Z <=
+min(|Z| - 1, k)``, and any ``k + 1`` of those residual columns (all of them if
+``|Z| <= k + 1``) are dependent -- the minimal support of that dependence is a
+dependent set of at most ``k + 1`` equations.  With missing responses the
+same argument runs row by row: a row's ``Sigma_O`` becomes singular only if
+it observes the whole support of a null vector, so the relation must hold
+on exactly those rows.
+
+Consequences: at ``k = 0`` only an equation fitted exactly (caught when the
+problem is built); at full rank ``k = K - 1`` any dependent set (two
+equations with the same dependent variable, budget shares summing to one
+with an intercept in each, more regressors plus responses than rows); and
+with ``m*`` the size of the smallest dependent set the likelihood is bounded
+exactly for ``k <= m* - 2`` -- a rank-``k`` model is a subset of the
+unrestricted one, so a bounded unrestricted likelihood bounds every rank.
+Munnell's regions (17 rows, 7 regressors each): two equations have 13
+distinct regressors and 2 responses, fewer than 17, but any three have 19 + 3,
+more than 17, so ``m* = 3`` and only ``k <= 1`` has a maximum.  A *Heywood
+case* -- ``D_j -> 0`` while ``Sigma`` stays non-singular (``F_H`` of full row
+rank on the equations ``H`` at the floor) -- is a legitimate boundary
+maximum, not a failure of existence.  A recursive system (one dependent
+variable a regressor of another equation) is not dependent: the relation
+would need ``gamma_j != 0`` where ``a_j = 0``.
+
+**The decision.**  :func:`exact_relation` finds the union of all dependent
+sets by pruning: for ``J`` (all equations at first) the relations that use
+all of ``J``'s regressors are the null space of ``(I - P_J) Y_J`` on the rows
+observing all of ``J``; equations whose coordinate vanishes on it take part
+in no dependent set; drop them and repeat (a relation on a subset survives
+the restriction to fewer rows and more regressors, so nothing dependent is
+ever dropped).  What remains is one dependent set (a generic null vector),
+or nothing: then no rank has a problem.  Below full rank
+:func:`relation_at_rank` then looks for a dependent set of at most ``k + 1``
+equations among the survivors by enumerating subsets by size, each an
+exact test (:func:`_dependent`); past :data:`SUBSET_BUDGET` subsets it
+gives up (``decided=False``) and the fit's own end point is checked instead
+(:func:`floor_collapse`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
+from math import comb
 
 import numpy as np
 
 from .problem import Problem
 
-__all__ = ["ExactRelation", "exact_relation", "describe", "EXISTENCE_CHECK_FLOPS"]
+__all__ = ["ExactRelation", "ExistenceCheck", "exact_relation", "relation_at_rank",
+           "bounded_rank", "describe", "floor_collapse", "EXISTENCE_CHECK_FLOPS", "SUBSET_BUDGET",
+           "FLOOR_SHARE"]
 
 #: Relative singular value below which the projected responses are taken to
 #: be exactly dependent (columns scaled to unit norm).
 RELATION_RTOL = 1e-8
 #: An equation takes part when its coordinate on the null space exceeds this.
 COORDINATE_TOL = 1e-6
-#: Skip the check when one round's SVD ``N P min(N, P)`` exceeds this (flops).
+#: Skip the pruning when one round's SVD ``n P min(n, P)`` exceeds this (flops).
 EXISTENCE_CHECK_FLOPS = 2e10
+#: Subsets of equations tested one by one for a small dependent set before
+#: the check gives up (each is one SVD of the subset's stacked regressors).
+SUBSET_BUDGET = 2000
+#: The floor decides a fit when, among the equations at the floor, some
+#: direction of ``Sigma`` gets at least this fraction of its variance from
+#: the floor (``1 / lambda_min(I + D_H^-1/2 F_H F_H' D_H^-1/2)``).  A genuine
+#: Heywood case has ``F_H`` of full row rank and a fraction of order
+#: ``d_floor``; a collapsing ``Sigma`` has a fraction near 1.
+FLOOR_SHARE = 0.1
 
 
 @dataclass(frozen=True)
 class ExactRelation:
-    """An exact linear relation among responses and their regressors.
+    """A dependent set of equations (module docstring).
 
     Attributes
     ----------
@@ -52,76 +100,283 @@ class ExactRelation:
         The equations ``J`` taking part (every ``a_j`` non-zero).
     a : ndarray, shape (len(equations),)
         Weights of the responses in one such relation, largest magnitude 1.
+    n_rows : int
+        Rows on which the relation holds (where every equation of ``J`` is
+        observed; all rows for complete data).
+    minimal : bool
+        No dependent set has fewer equations (found by the search by size).
     """
 
     equations: np.ndarray
     a: np.ndarray
+    n_rows: int = 0
+    minimal: bool = False
 
 
-def _projected_responses(problem: Problem, J: np.ndarray) -> np.ndarray:
-    """``(I - P_J) Y_J`` with unit-norm columns of ``Y_J`` (N, |J|)."""
-    X = np.concatenate([problem.X[j, :, : problem.p[j]] for j in J], axis=1)
-    X = X / np.linalg.norm(X, axis=0)
+@dataclass(frozen=True)
+class ExistenceCheck:
+    """Outcome of :func:`relation_at_rank`.
+
+    Attributes
+    ----------
+    relation : ExactRelation or None
+        A dependent set of at most ``k + 1`` equations: no finite maximum.
+    decided : bool
+        True when ``relation`` is None because none exists (bounded); False
+        when the search was too expensive to finish.
+    """
+
+    relation: ExactRelation | None
+    decided: bool
+
+
+def _rows(problem: Problem, J) -> np.ndarray | None:
+    """Rows observing every equation of ``J`` (None: all rows)."""
+    if problem.O is None:
+        return None
+    return np.flatnonzero(problem.O[np.asarray(J)].min(axis=0) > 0)
+
+
+def _unit_columns(A: np.ndarray) -> np.ndarray:
+    """Columns scaled to unit norm, safe at any representable scale."""
+    A = A / np.maximum(np.abs(A).max(axis=0), np.finfo(float).tiny)
+    n = np.linalg.norm(A, axis=0)
+    return A / np.where(n > 0, n, 1.0)
+
+
+def _designs(problem: Problem, J, rows) -> np.ndarray:
+    """The stacked regressors of ``J`` on ``rows`` (one copy of a shared design)."""
+    if problem.shared:
+        X = problem.X[0, :, : problem.pmax]
+        return X if rows is None else X[rows]
+    sel = slice(None) if rows is None else rows
+    return np.concatenate([problem.X[j, sel, : problem.p[j]] for j in J], axis=1)
+
+
+def _projected_responses(problem: Problem, J, rows=None) -> np.ndarray:
+    """``(I - P_J) Y_J`` on ``rows`` with unit-norm columns of ``Y_J`` (n, |J|)."""
+    X = _unit_columns(_designs(problem, J, rows))
     U, s, _ = np.linalg.svd(X, full_matrices=False)
-    r = int(np.sum(s > s[0] * max(X.shape) * np.finfo(float).eps))
-    Y = problem.Yt[J].T / np.linalg.norm(problem.Yt[J], axis=1)
+    r = int(np.sum(s > s[0] * max(X.shape) * np.finfo(float).eps)) if s.size else 0
+    Y = problem.Yt[np.asarray(J)].T
+    Y = _unit_columns(Y if rows is None else Y[rows])
     return Y - U[:, :r] @ (U[:, :r].T @ Y)
 
 
-def _null_space(R: np.ndarray) -> np.ndarray:
-    """Orthonormal basis (|J|, d) of the null space of ``R`` (N, |J|)."""
-    _, s, Vt = np.linalg.svd(R, full_matrices=True)
-    rank = int(np.sum(s > RELATION_RTOL))
-    return Vt[rank:].T
+def _null_space(R: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
+    """The null space of ``R`` (n, m) without an m x m basis: its dimension, the
+    norm of each coordinate on it (m,) and a generic vector of it (m,)."""
+    _, s, Vt = np.linalg.svd(R, full_matrices=False)
+    Vr = Vt[: int(np.sum(s > RELATION_RTOL))]                # row space (r, m)
+    coord = np.sqrt(np.maximum(1.0 - np.einsum("rm,rm->m", Vr, Vr), 0.0))
+    g = np.random.default_rng(0).standard_normal(R.shape[1])
+    return R.shape[1] - Vr.shape[0], coord, g - Vr.T @ (Vr @ g)
+
+
+def _relation(problem: Problem, J: np.ndarray, a: np.ndarray, rows, minimal=False):
+    """The relation ``a`` (unit-column units) of ``J`` in the responses' units."""
+    Y = problem.Yt[J] if rows is None else problem.Yt[J][:, rows]
+    big = np.maximum(np.abs(Y).max(axis=1), np.finfo(float).tiny)
+    c = big * np.linalg.norm(Y / big[:, None], axis=1)     # what _unit_columns divided by
+    a = a / (c / c.max())
+    n = problem.N if rows is None else rows.size
+    return ExactRelation(J, a / np.max(np.abs(a)), n, minimal)
+
+
+def _flops(problem: Problem, J, rows) -> float:
+    n = problem.N if rows is None else rows.size
+    P = problem.pmax if problem.shared else int(problem.p[np.asarray(J)].sum())
+    return float(n) * P * min(n, P)
+
+
+def _dependent(problem: Problem, J: np.ndarray, minimal: bool = False) -> ExactRelation | None:
+    """A relation with every ``a_j != 0`` on exactly the set ``J``, or None (exact)."""
+    rows = _rows(problem, J)
+    if rows is not None and rows.size == 0:
+        return None
+    dim, coord, a = _null_space(_projected_responses(problem, J, rows))
+    if dim == 0 or not (coord > COORDINATE_TOL).all():
+        return None
+    return _relation(problem, J, a, rows, minimal)
+
+
+def _prune(problem: Problem) -> tuple[ExactRelation | None, np.ndarray | None]:
+    """The pruning of the module docstring.
+
+    Returns ``(relation, J)``: a dependent set and the survivors; ``(None,
+    None)`` when no set of equations is dependent; ``(None, J)`` when it could
+    not finish (no row observes all of ``J``, or the SVD would cost more than
+    :data:`EXISTENCE_CHECK_FLOPS`) -- every dependent set lies within ``J``.
+    """
+    J = np.arange(problem.K)
+    while J.size:
+        rows = _rows(problem, J)
+        if (rows is not None and rows.size == 0) or _flops(problem, J, rows) > EXISTENCE_CHECK_FLOPS:
+            return None, J
+        dim, coord, a = _null_space(_projected_responses(problem, J, rows))
+        if dim == 0:
+            return None, None
+        keep = coord > COORDINATE_TOL
+        if keep.all():
+            return _relation(problem, J, a, rows), J
+        J = J[keep]
+    return None, None
 
 
 def exact_relation(problem: Problem) -> ExactRelation | None:
-    """The exact relation that makes the unrestricted likelihood unbounded,
-    or None when its maximum is finite (see the module docstring).
+    """A dependent set of equations (the unrestricted likelihood is then
+    unbounded), or None when there is none or the check could not finish
+    (see :func:`_prune`).  Positive row weights do not change the answer."""
+    return _prune(problem)[0]
 
-    ``problem`` must be complete (a weighted one is checked on its
-    ``sqrt(w)``-scaled rows).  Returns None without checking when a round
-    would cost more than :data:`EXISTENCE_CHECK_FLOPS`.
-    """
-    prob = problem.scaled()
-    N, J = prob.N, np.arange(prob.K)
-    if N * prob.layout.P * min(N, prob.layout.P) > EXISTENCE_CHECK_FLOPS:
+
+def _identical_pair(problem: Problem) -> ExactRelation | None:
+    """Two equations with bit-identical responses (complete data): ``a = (1, -1)``."""
+    if problem.O is not None:
         return None
-    while J.size:
-        Z = _null_space(_projected_responses(prob, J))
-        if Z.shape[1] == 0:
-            return None
-        keep = np.linalg.norm(Z, axis=1) > COORDINATE_TOL
-        if keep.all():
-            a = Z @ np.random.default_rng(0).standard_normal(Z.shape[1])
-            a = a / np.linalg.norm(prob.Yt[J], axis=1)     # back to the responses' units
-            return ExactRelation(J, a / np.max(np.abs(a)))
-        J = J[keep]
+    seen: dict = {}
+    for j in range(problem.K):
+        key = hash(problem.Yt[j].tobytes())
+        for i in seen.get(key, ()):
+            if np.array_equal(problem.Yt[i], problem.Yt[j]):
+                return ExactRelation(np.array([i, j]), np.array([1.0, -1.0]), problem.N, True)
+        seen.setdefault(key, []).append(j)
     return None
 
 
-def describe(problem: Problem, rel: ExactRelation) -> str:
-    """The message that refuses an unrestricted fit with an exact relation."""
-    names = [problem.equation(int(j)) for j in rel.equations]
-    Yt = problem.Yt
-    same = [(a, b) for i, a in enumerate(rel.equations) for b in rel.equations[i + 1:]
-            if np.array_equal(Yt[a], Yt[b])]
-    P_J = int(problem.p[rel.equations].sum())
-    if P_J + rel.equations.size > problem.N:
-        cause = (f"the {P_J} regressors of {', '.join(names)} and their responses number "
-                 f"more than the N={problem.N} rows, so a combination of the responses is "
-                 "fitted exactly")
-    elif same:
+def _subsets(c: int, largest: int) -> int:
+    """Subsets of 2..``largest`` of ``c`` equations."""
+    return sum(comb(c, m) for m in range(2, min(largest, c) + 1))
+
+
+def _smallest(problem: Problem, C: np.ndarray, largest: int) -> ExistenceCheck:
+    """The smallest dependent set of 2..``largest`` equations within ``C``, by
+    size; undecided when there are more than :data:`SUBSET_BUDGET` subsets."""
+    if _subsets(C.size, largest) > SUBSET_BUDGET:
+        return ExistenceCheck(None, False)
+    for m in range(2, min(largest, C.size) + 1):
+        for A in combinations(C.tolist(), m):
+            rel = _dependent(problem, np.array(A), minimal=True)
+            if rel is not None:
+                return ExistenceCheck(rel, True)
+    return ExistenceCheck(None, True)
+
+
+def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = None
+                     ) -> ExistenceCheck:
+    """Is the rank-``k`` likelihood unbounded?  A dependent set of at most
+    ``k + 1`` equations if so (module docstring).
+
+    ``candidates`` restricts the search to those equations (e.g. the
+    equations at the floor of a finished fit); by default all equations:
+    bit-identical responses first, then the pruning -- below full rank only
+    where it can prove boundedness (``rank of all regressors + K <= N``) or
+    leaves few enough survivors to search -- then the search by size.  Cost:
+    the pruning's SVDs (each within :data:`EXISTENCE_CHECK_FLOPS`), then at
+    most :data:`SUBSET_BUDGET` small SVDs; beyond that ``decided=False``.
+    """
+    if k <= 0 or problem.K < 2:
+        return ExistenceCheck(None, True)     # k = 0: exact fits are refused earlier
+    if candidates is not None:
+        return _smallest(problem, np.asarray(candidates, dtype=int), k + 1)
+    rel = _identical_pair(problem)
+    if rel is not None:
+        return ExistenceCheck(rel, True)
+    K, N = problem.K, problem.N
+    regressors = problem.pmax if problem.shared else min(N, int(problem.p.sum()))
+    if k < K - 1 and regressors + K > N and _subsets(K, k + 1) > SUBSET_BUDGET:
+        return ExistenceCheck(None, False)         # the pruning could not decide
+    rel, C = _prune(problem)
+    if C is None:
+        return ExistenceCheck(None, True)          # no dependent set at all
+    if rel is not None and rel.equations.size == 1:
+        return ExistenceCheck(None, False)         # an exact fit: the solvers refuse it
+    if rel is not None and rel.equations.size <= k + 1:
+        return ExistenceCheck(rel, True)
+    return _smallest(problem, C, k + 1)
+
+
+def bounded_rank(problem: Problem, kmax: int) -> int:
+    """The largest rank ``k <= kmax`` whose likelihood is bounded, as far as
+    :func:`relation_at_rank` can decide: ``m - 2`` for the smallest dependent
+    set of ``m`` equations, ``kmax`` when none of at most ``kmax + 1`` exists
+    (or the search is too expensive; the fits' end points are then checked).
+    For rank selection, whose candidates must have a maximum to compare."""
+    check = relation_at_rank(problem, kmax)
+    rel = check.relation
+    if rel is None:
+        return kmax
+    if not rel.minimal:                  # from the pruning: look for a smaller one
+        smaller = _smallest(problem, rel.equations, rel.equations.size - 1).relation
+        rel = smaller if smaller is not None else rel
+    return max(0, min(kmax, rel.equations.size - 2))
+
+
+def floor_collapse(F: np.ndarray, D: np.ndarray, floor: np.ndarray
+                   ) -> tuple[np.ndarray, float] | None:
+    """Does the floor decide this point?
+
+    Among the equations ``H`` at the floor, ``1 / lambda_min`` of
+    ``I + D_H^-1/2 F_H F_H' D_H^-1/2`` is the largest fraction of the
+    variance of a direction of ``Sigma_HH`` that the floor supplies: 1 when
+    more equations sit at the floor than the factors can carry
+    (``rank F_H < |H|``), about ``d_floor`` in a genuine Heywood case.
+    Returns ``(equations, share)`` -- the equations spanned by the directions
+    whose share is at least :data:`FLOOR_SHARE` -- or None.
+    """
+    H = np.flatnonzero(D <= floor * (1 + 1e-9))
+    if H.size == 0 or not (np.all(D[H] > 0) and np.all(np.isfinite(F[H]))):
+        return None               # nothing at the floor, or D underflowed (|Y| < 1e-154)
+    B = F[H] / np.sqrt(D[H])[:, None]
+    lam, V = np.linalg.eigh(np.eye(H.size) + B @ B.T)
+    share = 1.0 / max(lam[0], 1.0)
+    if share < FLOOR_SHARE:
+        return None
+    Vc = V[:, lam <= 1.0 / FLOOR_SHARE]
+    return H[np.linalg.norm(Vc, axis=1) > 1e-3], share
+
+
+def _cause(problem: Problem, rel: ExactRelation, names: list) -> str:
+    """Why the equations of ``rel`` are dependent, in words."""
+    J, Yt = rel.equations, problem.Yt
+    rows = _rows(problem, J)
+    on = "" if rows is None else f" on the {rows.size} rows where all of them are observed"
+    n = problem.N if rows is None else rows.size
+    ys = Yt[J] if rows is None else Yt[J][:, rows]
+    same = [(a, b) for a in range(J.size) for b in range(a + 1, J.size)
+            if np.array_equal(ys[a], ys[b])]
+    P_J = int(problem.p[J].sum())
+    if same:
         a, b = same[0]
-        cause = (f"{problem.equation(int(a))} and {problem.equation(int(b))} have the "
-                 "same dependent variable")
-    else:
-        terms = " + ".join(f"{c:.3g} y[{n}]" for c, n in zip(rel.a, names))
-        cause = (f"the responses of {', '.join(names)} satisfy an exact linear relation "
-                 f"with their own regressors ({terms} lies in the span of those "
-                 "equations' regressors)")
-    return (f"the unrestricted SUR (k = K - 1 = {problem.K - 1}) has no finite maximum-"
-            f"likelihood estimate: {cause}, so the residuals of a fit can be made "
-            "linearly dependent and Sigma-hat singular (the likelihood grows without "
-            "bound); drop one of these equations, or fit a factor structure (a lower "
-            "rank)")
+        return (f"{problem.equation(int(J[a]))} and {problem.equation(int(J[b]))} have the "
+                f"same dependent variable{on}")
+    if P_J + J.size > n:
+        return (f"the {P_J} regressors of {', '.join(names)} and their responses number "
+                f"more than the {'N=' if rows is None else ''}{n} rows{on}, so a "
+                "combination of the responses is fitted exactly")
+    terms = " + ".join(f"{c:.3g} y[{m}]" for c, m in zip(rel.a, names))
+    return (f"the responses of {', '.join(names)} satisfy an exact linear relation "
+            f"with their own regressors{on} ({terms} lies in the span of those "
+            "equations' regressors)")
+
+
+def describe(problem: Problem, rel: ExactRelation, k: int | None = None) -> str:
+    """The message that refuses a rank-``k`` fit (default ``K - 1``) with ``rel``."""
+    K = problem.K
+    k = K - 1 if k is None else k
+    names = [problem.equation(int(j)) for j in rel.equations]
+    cause = _cause(problem, rel, names)
+    m = rel.equations.size
+    lower = ("fit a factor structure (a lower rank)" if not rel.minimal
+             else f"fit rank {m - 2} or lower" if m > 2
+             else "fit them as uncorrelated equations (rank 0)")
+    if k == K - 1:
+        return (f"the unrestricted SUR (k = K - 1 = {K - 1}) has no finite maximum-"
+                f"likelihood estimate: {cause}, so the residuals of a fit can be made "
+                "linearly dependent and Sigma-hat singular (the likelihood grows without "
+                f"bound); drop one of these equations, or {lower}")
+    return (f"at rank k = {k} the likelihood has no finite maximum: {cause}; these {m} "
+            f"equations (at most k + 1 = {k + 1}) can have linearly dependent residuals, "
+            "which the k factors carry while their noise variances go to 0, so Sigma-hat "
+            "becomes singular and the likelihood grows without bound (a fit would stop "
+            f"where d_floor decides); drop one of these equations, or {lower}")

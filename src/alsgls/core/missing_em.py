@@ -34,12 +34,19 @@ At K = 200, N = 300: EM 556 maps vs PX-EM 8.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from .fit_result import IterationRecord, SolverRun
-from .ops import LOG_2PI, lawley_loadings, row_core_inverse, top_eigenpairs, triangular_inverse
+from .ops import (
+    LOG_2PI,
+    lawley_loadings,
+    row_core_inverse,
+    top_eigenpairs,
+    triangular_inverse,
+)
 from .options import SolverOptions
 from .problem import Problem
 
@@ -469,23 +476,52 @@ def accelerated_em(prob: EMProblem, x: tuple, tol: float, max_iter: int, method:
                       converged=converged, qn=qn, gap=gap)
 
 
+def equation_scales(problem: Problem) -> np.ndarray:
+    """``c_j``: the OLS residual standard deviation of equation j on its observed
+    rows, computed after dividing it by ``max |y_j|`` so that nothing under- or
+    overflows (``ValueError`` for an equation fitted exactly).  The units both
+    EM cores work in (``y_j / c_j``)."""
+    big = np.abs(problem.Yt).max(axis=1)
+    big = np.where(big > 0, big, 1.0)
+    unit = dataclasses.replace(problem, Yt=problem.Yt / big[:, None])
+    return big * np.sqrt(unit.residual_variances(unit.ols()[1]))
+
+
 def run_missing(problem: Problem, k: int, options: SolverOptions) -> SolverRun:
     """The missing-data core: accelerated PX-EM, then quasi-Newton when EM is
     slow, on any problem (a complete one counts as a mask of ones).
 
-    ``tol`` is relative: ``scale = tol * max(|nll|, 1)`` (see :func:`accelerated_em`).
+    ``tol`` is relative: ``scale = tol * max(|nll|, 1)`` (see
+    :func:`accelerated_em`), with the NLL of the problem in per-equation
+    units: equation j divided by ``c_j``, its OLS residual standard deviation,
+    and the result mapped back exactly (``B_j c_j``, ``F_j c_j``, ``D_j
+    c_j^2``, NLL ``+ sum_j n_j log c_j / N`` with ``n_j`` its weighted
+    observed rows), so rescaling an equation rescales its outputs to
+    round-off, at any scale whose variances float64 can represent.
     """
     method = {True: "anderson", False: "em"}.get(options.accelerate, options.accelerate)
-    _, R0 = problem.ols()
-    s = problem.residual_variances(R0)
-    prob = EMProblem(problem, k, options.d_floor * s)
+    c = equation_scales(problem)
+    unit = dataclasses.replace(problem, Yt=problem.Yt / c[:, None])
+    _, R0 = unit.ols()
+    s = unit.residual_variances(R0)
+    prob = EMProblem(unit, k, options.d_floor * s)
     x0 = initial_point(prob, s, np.random.default_rng(options.random_state))
     res = accelerated_em(prob, x0, options.tol, options.iterations("missing"), method)
     theta, F, D = res.x
+    shift = float(prob.n @ np.log(c)) / problem.N
+    D_out = D * c ** 2
+    if not (np.all(np.isfinite(D_out)) and np.all(D_out > 0)):
+        j = int(np.flatnonzero(~(np.isfinite(D_out) & (D_out > 0)))[0])
+        raise ValueError(f"{problem.equation(j)}: its noise variance is not representable "
+                         "in float64 -- variances scale as Y^2, so |Y| must lie within "
+                         "about 1e-150..1e150; rescale that response (the fit is equivariant)")
+    theta_out = theta * c[:, None]
+    Rt = problem.Yt - (problem.X @ theta_out[:, :, None])[..., 0]
     return SolverRun(
-        theta=theta, F=F, D=D, Rt=prob.residuals(theta) * prob.O, trace=res.trace,
-        nll_at=lambda Fr: prob.estep(theta, Fr, D).nll,
-        converged=res.converged, floor=prob.floor, method="em-missing",
+        theta=theta_out, F=F * c[:, None], D=D_out, Rt=Rt * prob.O,
+        trace=[t + shift for t in res.trace],
+        nll_at=lambda Fr: prob.estep(theta, Fr / c[:, None], D).nll + shift,
+        converged=res.converged, floor=prob.floor * c ** 2, method="em-missing",
         note=f"estimated NLL gap {res.gap:.2e}, EM decrement {res.decrement:.2e} per row",
         iterations=[IterationRecord(backtracks=b, quasi_newton=q)
                     for b, q in zip(res.rejected, res.qn)], gap=float(res.gap))
