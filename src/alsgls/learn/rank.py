@@ -81,6 +81,7 @@ from .._threads import blas_threads
 from .._warnings import warn
 from ..exceptions import RankSelectionWarning
 from ..core.dispatch import fit_problem
+from ..core.existence import bounded_rank
 from ..core.ops import design_matvec
 from ..core.options import SolverOptions, check_integer, solver_options
 from ..core.problem import Problem, build_problem
@@ -673,6 +674,14 @@ def _select(data: Problem, method: str, max_rank: int | None, n_folds: int,
     OLS residuals)."""
     N, K, pmax = data.N, data.K, int(data.p.max())
     kmax = _resolve_max_rank(max_rank, K, N, pmax)
+    if kmax > 0:        # candidates must have a finite maximum to be compared
+        bounded = bounded_rank(data, kmax)
+        if bounded < kmax:
+            warn(f"ranks above {bounded} have no finite maximum-likelihood estimate here "
+                 f"(some {bounded + 2} equations' responses satisfy an exact linear relation "
+                 "with their own regressors); the search stops at rank "
+                 f"{bounded}", RankSelectionWarning)
+            kmax = bounded
     n_spec = min(N - pmax, K)
     m = min(kmax + ED_TAIL, n_spec)
     lam = _residual_spectrum(Rt, m, options.random_state) if kmax > 0 else np.zeros(0)
