@@ -86,7 +86,7 @@ def run(N: int, K: int, p: int, k: int, repeats: int, seed: int = 0,
             t_list = min(t_list, best_of(lambda: als_gls(Xs, Y, k), 1)[0])
     return dict(N=N, K=K, p=p, k=k, ols_s=t_ols, view_s=t_view, fit_s=t_fit,
                 ratio=t_fit / t_ols, ratio_view=t_fit / t_view, cpu_ratio=c_fit / c_ols,
-                ratio_list=t_list / t_ols, sweeps=fit.n_iter, converged=fit.converged,
+                ratio_list=t_list / t_ols if with_list else float("nan"), sweeps=fit.n_iter, converged=fit.converged,
                 cg=int(fit.cg_iterations.sum()))
 
 
