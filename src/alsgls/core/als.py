@@ -76,8 +76,7 @@ from .ops import (
     block_jacobi_inverse,
     design_matvec,
     gls_gradient,
-    normal_matvec,
-    pcg,
+    gls_pcg,
 )
 from .options import SolverOptions
 from .problem import Problem
@@ -143,11 +142,8 @@ def _beta_step(
     def on_step(alpha: float, U: np.ndarray) -> None:
         st.Rt -= alpha * U
 
-    st.theta, info = pcg(
-        lambda v: normal_matvec(X, cov, v, gram),
-        lambda g: apply_block(gram_inv, scale, g),
-        st.theta, r, gap_tol, cg_maxiter, on_step, project,
-    )
+    st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
+                             on_step, project)
     return info, cov
 
 

@@ -36,12 +36,12 @@ import numpy as np
 
 from .._threads import blas_threads
 from .fit_result import GLSFit
-from .ops import LOG_2PI, LowRankCovariance, design_matvec
+from .ops import LowRankCovariance, design_matvec
 from .options import SolverOptions
 from .problem import Problem, as_float_matrix, check_fit_rank
 
 __all__ = ["fit_fgls", "ESTIMATORS", "SIGMA_DIVISORS", "full_rank_covariance",
-           "check_sigma", "check_sigma_divisor"]
+           "check_sigma", "check_sigma_divisor", "estimate_sigma"]
 
 #: Values of ``method`` handled here (``"ml"`` is :func:`alsgls.core.dispatch.fit_problem`).
 ESTIMATORS = ("twostep", "ols")
@@ -138,37 +138,16 @@ def _divisor_scale(problem: Problem, divisor: str) -> np.ndarray:
     return np.sqrt(N / (N - problem.p))
 
 
-def _estimate_sigma(problem: Problem, Rt: np.ndarray, k: int, options: SolverOptions,
-                    restriction: Any) -> LowRankCovariance:
-    """Sigma from fixed residuals: ``R R' / N`` at full rank, else the ML factor
-    analysis of the residuals (ALS factor steps with beta held fixed)."""
+def estimate_sigma(Rt: np.ndarray, k: int, options: SolverOptions) -> LowRankCovariance:
+    """Sigma of the rank-k model maximising the likelihood of fixed residuals
+    ``Rt`` (K, N): ``diag(R R') / N`` at k = 0, ``R R' / N`` at full rank, else
+    the ML factor analysis of the residuals (:func:`alsgls.core.als.factor_analysis`,
+    the ALS factor steps with beta held fixed)."""
     K, N = Rt.shape
     if k == 0:
         return LowRankCovariance(np.zeros((K, 0)), np.einsum("kn,kn->k", Rt, Rt) / N)
     if k == K - 1:
-        return full_rank_covariance(Rt @ Rt.T / N, "the residual covariance of the "
-                                    "first-step OLS")
-    from .als import run_als
-
-    run = run_als(problem, k, options, restriction=restriction, update_beta=False)
-    return LowRankCovariance(run.F, run.D)
-
-
-def profile_nll(Rt: np.ndarray, k: int, options: SolverOptions
-                ) -> tuple[float, LowRankCovariance]:
-    """NLL per row of beta with Sigma profiled out in the rank-k model, and that Sigma.
-
-    At full rank ``Sigma = R R' / N`` (closed form, as systemfit's ``logLik``);
-    at a lower rank the ML factor analysis of the residuals ``R`` (K, N).
-    """
-    cov = _estimate_sigma_from(Rt, k, options)
-    return float(cov.nll_per_row(Rt)), cov
-
-
-def _estimate_sigma_from(Rt: np.ndarray, k: int, options: SolverOptions) -> LowRankCovariance:
-    K, N = Rt.shape
-    if k == 0 or k == K - 1:
-        return _estimate_sigma(None, Rt, k, options, None)   # closed forms need no problem
+        return full_rank_covariance(Rt @ Rt.T / N, "the residual covariance")
     from .als import factor_analysis
 
     F, D = factor_analysis(Rt, k, options)
@@ -230,17 +209,19 @@ def fit_fgls(problem: Problem, k: int, options: SolverOptions, *, method: str,
             theta, Rs = scaled.ols()
         else:
             theta, Rs = solve_gls(scaled, identity, options, restriction=restriction)
+        profile = None                    # Sigma profiled out at the first-step beta
         if sigma is not None:
             cov = check_sigma(sigma, K)
         else:
-            cov = _estimate_sigma(scaled, Rs, k, options, restriction)
-            s = _divisor_scale(problem, divisor)
+            cov = profile = estimate_sigma(Rs, k, options)
             if divisor != "n":
+                s = _divisor_scale(problem, divisor)
                 cov = LowRankCovariance(cov.F * s[:, None], cov.D * s * s)
         if method == "twostep":
             theta, Rs = solve_gls(scaled, cov, options, restriction=restriction, theta0=theta)
+            profile = estimate_sigma(Rs, cov.k if sigma is not None else k, options)
         Rt = problem.Yt - design_matvec(problem.X, theta) if problem.w is not None else Rs
-        nll, _ = profile_nll(Rs, cov.k if sigma is not None else k, options)
+        nll = float(profile.nll_per_row(Rs))
     fit = GLSFit(B=problem.layout.unpad(theta), F=cov.F.copy(), D=cov.D.copy(),
                  nll_trace=np.array([nll]), n_iter=1 if method == "twostep" else 0,
                  converged=True, heywood=np.zeros(K, dtype=bool), method=method,
@@ -248,10 +229,3 @@ def fit_fgls(problem: Problem, k: int, options: SolverOptions, *, method: str,
                  eig_iterations=np.zeros(0, dtype=int), backtracks=np.zeros(0, dtype=int),
                  profile_evaluations=np.zeros(0, dtype=int), tol=options.tol)
     return fit, Rt
-
-
-def gaussian_nll_full(Rt: np.ndarray) -> float:
-    """NLL per row with Sigma = R R' / N profiled out (dense; tests and small K)."""
-    K, N = Rt.shape
-    _, logdet = np.linalg.slogdet(Rt @ Rt.T / N)
-    return 0.5 * (K * LOG_2PI + logdet + K)

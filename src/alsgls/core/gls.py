@@ -30,12 +30,10 @@ from .._warnings import warn
 from ..exceptions import ConvergenceWarning
 from .ops import (
     LowRankCovariance,
-    apply_block,
     block_jacobi_inverse,
     design_matvec,
     gls_gradient,
-    normal_matvec,
-    pcg,
+    gls_pcg,
 )
 from .options import SolverOptions
 from .problem import Problem
@@ -140,10 +138,8 @@ def _refine(prob: Problem, cov: LowRankCovariance, gram_inv: np.ndarray, theta: 
     prev = np.inf
     for _ in range(GLS_REFINEMENTS):
         r = gls_gradient(X, cov, prob.Yt - design_matvec(X, theta))
-        theta, info = pcg(
-            lambda v: normal_matvec(X, cov, v, gram),
-            lambda g: apply_block(gram_inv, scale, g),
-            theta, r, GLS_GAP, maxiter, None, project)
+        theta, info = gls_pcg(X, gram, gram_inv, cov, theta, r, GLS_GAP, maxiter, None,
+                              project)
         if info.iterations == 0 or (info.converged and info.start_gap > ROUNDOFF * prev):
             return theta, True     # the true gap is met, or round-off keeps it up
         prev = info.start_gap

@@ -24,6 +24,7 @@ from scipy.linalg import eigh, solve_triangular
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = [
+    "gls_pcg",
     "LowRankCovariance",
     "triangular_inverse",
     "row_core_inverse",
@@ -550,6 +551,21 @@ def pcg(
 # --------------------------------------------------------------------------
 # scipy LinearOperator views on flat (unpadded) coefficient vectors
 # --------------------------------------------------------------------------
+
+def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankCovariance,
+            theta: np.ndarray, r: np.ndarray, gap_tol: float, maxiter: int,
+            on_step: Callable[[float, np.ndarray], None] | None = None,
+            project: Callable[[np.ndarray], np.ndarray] | None = None):
+    """:func:`pcg` on the GLS normal equations given ``Sigma`` (``cov``): the
+    matrix-free operator :func:`normal_matvec` and the block-Jacobi
+    preconditioner ``(Sigma^-1)_jj X_j'X_j`` (:func:`apply_block`); the one
+    place both the ALS beta-step and the GLS solve given Sigma build it.
+    Arguments after ``cov`` and the return value are those of :func:`pcg`."""
+    scale = cov.inverse_diagonal
+    return pcg(lambda v: normal_matvec(X, cov, v, gram),
+               lambda g: apply_block(gram_inv, scale, g),
+               theta, r, gap_tol, maxiter, on_step, project)
+
 
 class BlockDesignOperator(LinearOperator):
     """The stacked design ``blockdiag(X_1, ..., X_K)`` as a LinearOperator.
