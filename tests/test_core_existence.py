@@ -303,3 +303,22 @@ def test_bounded_rank_caps_rank_selection_at_the_smallest_dependent_set():
     assert bounded_rank(build_problem(*_duplicated(0.0)), 3) == 0
     Xs, Y, _ = simulate_sur(N=300, K=40, p=2, k=3, seed=0)
     assert bounded_rank(build_problem(Xs, Y), 12) == 12
+
+
+def test_identical_pair_found_among_many_tied_rows():
+    """Discrete responses tie on any few entries: the pair is still found by
+    its full bytes, wherever the two equations sit, and nothing is reported
+    when every response differs (oracle: a brute-force comparison)."""
+    from alsgls.core.existence import _identical_pair
+
+    rng = np.random.default_rng(3)
+    N, K = 40, 300
+    Y = (rng.random((N, K)) < 0.5).astype(float)
+    Y[:8] = 1.0                                 # sampled entries tie often
+    Xs = [np.ones((N, 1))] * K
+    distinct = {Y[:, j].tobytes() for j in range(K)}
+    assert len(distinct) == K                   # no duplicate by chance
+    assert _identical_pair(build_problem(Xs, Y)) is None
+    Y[:, 250] = Y[:, 7]
+    rel = _identical_pair(build_problem(Xs, Y))
+    assert rel is not None and rel.equations.tolist() == [7, 250]

@@ -84,7 +84,7 @@ def test_pcg_solves_normal_equations(rng, cov):
     r0 = np.zeros_like(theta0)
     r0[op.layout.eq, op.layout.col] = b
     Minv = block_jacobi_inverse(gram)
-    theta, info = pcg(lambda v: normal_matvec(data.X, c, v, gram),
+    theta, info = pcg(lambda v: normal_matvec(data.X, c, v),
                       lambda r: apply_block(Minv, c.inverse_diagonal, r),
                       theta0, r0, 1e-24, 100)
     assert info.converged and info.iterations <= 14  # P = 11 unknowns (+ round-off)
@@ -136,5 +136,18 @@ def test_shared_design_kernels_equal_the_stacked_ones(rng, cov):
                                rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(gls_gradient(shared, cov, W), gls_gradient(full, cov, W),
                                rtol=1e-12, atol=1e-12)
-    for a, b in zip(normal_matvec(shared, cov, theta, gram), normal_matvec(full, cov, theta, gram)):
+    for a, b in zip(normal_matvec(shared, cov, theta), normal_matvec(full, cov, theta)):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    # the workspace path (in-place BLAS) equals the allocating one and the Gram form
+    for X in (shared, full):
+        work = (np.empty((K, N)), np.empty((K, N)))
+        Av, U = normal_matvec(X, cov, theta, work)
+        assert U is work[0]
+        np.testing.assert_allclose(U, design_matvec(full, theta), rtol=1e-12, atol=1e-12)
+        dense = (gram @ theta[:, :, None])[:, :, 0] / cov.D[:, None] - np.einsum(
+            "kpn,nl,kl->kp", full.transpose(0, 2, 1), (cov.G.T @ U).T, cov.G)
+        np.testing.assert_allclose(Av, dense, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(gls_gradient(X, cov, W, work[1]), gls_gradient(full, cov, W),
+                                   rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cov.solve(W, out=np.empty((K, N))), cov.solve(W),
+                               rtol=1e-12, atol=1e-12)

@@ -77,6 +77,8 @@ from .ops import (
     design_matvec,
     gls_gradient,
     gls_pcg,
+    subtract_scaled,
+    workspace,
 )
 from .options import SolverOptions
 from .problem import Problem
@@ -129,7 +131,9 @@ def _beta_step(
     """
     cov = LowRankCovariance(st.F, st.D)
     X, gram = problem.X, problem.gram
-    r = gls_gradient(X, cov, st.Rt)
+    if st.work is None and type(st.Rt) is np.ndarray:
+        st.work = workspace(st.Rt.shape)
+    r = gls_gradient(X, cov, st.Rt, None if st.work is None else st.work[1])
     scale = cov.inverse_diagonal
     project = None
     if restriction is not None:
@@ -140,10 +144,10 @@ def _beta_step(
     gap_tol = max(abs_tol, min(budget, rel * start))
 
     def on_step(alpha: float, U: np.ndarray) -> None:
-        st.Rt -= alpha * U
+        st.Rt = subtract_scaled(st.Rt, alpha, U)
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
-                             on_step, project)
+                             on_step, project, st.work)
     return info, cov
 
 
@@ -282,7 +286,7 @@ def _start(problem: Problem, k: int, options: SolverOptions, rng: np.random.Gene
            ) -> tuple[_State, _Progress, np.ndarray]:
     """OLS (restricted OLS with a restriction), the zero-residual-variance check
     and a first (loose) factor step."""
-    gram_inv = block_jacobi_inverse(problem.gram)
+    gram_inv = problem.gram_inv
     theta, Rt = problem.ols()
     s = problem.residual_variances(Rt)
     if restriction is not None:     # restricted OLS: the X'X-nearest feasible point

@@ -63,6 +63,7 @@ class _State:
     hist: list = field(default_factory=list)   # (log D, map residual) for Anderson
     grad: np.ndarray | None = None   # GLS gradient X'(Sigma^-1 (x) I) r at the last beta-step
     floor: np.ndarray | None = None  # (K,) the floor d_floor * s_j D was last set against
+    work: tuple | None = None        # two (K, N) workspaces of the beta-step (ops.workspace)
 
 
 def _residual_variances(Rt: np.ndarray) -> np.ndarray:

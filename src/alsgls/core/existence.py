@@ -231,17 +231,29 @@ def exact_relation(problem: Problem) -> ExactRelation | None:
 
 
 def _identical_pair(problem: Problem) -> ExactRelation | None:
-    """Two equations with bit-identical responses (complete data): ``a = (1, -1)``."""
-    if problem.O is not None:
+    """Two equations with bit-identical responses (complete data): ``a = (1, -1)``.
+
+    Rows of ``Yt`` are sorted by a few of their entries (exact values: equal
+    rows tie); only the rows in ties are then sorted by their full bytes, so
+    that equal rows are neighbours.  O(K log K), no Python loop over equations.
+    """
+    if problem.O is not None or problem.K < 2:
         return None
-    seen: dict = {}
-    for j in range(problem.K):
-        key = hash(problem.Yt[j].tobytes())
-        for i in seen.get(key, ()):
-            if np.array_equal(problem.Yt[i], problem.Yt[j]):
-                return ExactRelation(np.array([i, j]), np.array([1.0, -1.0]), problem.N, True)
-        seen.setdefault(key, []).append(j)
-    return None
+    Yt = np.ascontiguousarray(problem.Yt)
+    K, N = Yt.shape
+    keys = Yt[:, np.unique(np.linspace(0, N - 1, min(N, 8)).astype(int))]
+    order = np.lexsort(keys.T[::-1])
+    tie = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
+    if not tie.any():
+        return None
+    cand = np.unique(np.concatenate([order[1:][tie], order[:-1][tie]]))
+    rows = Yt[cand].view(np.dtype((np.void, N * Yt.itemsize))).ravel()
+    o = np.argsort(rows, kind="stable")
+    same = np.flatnonzero(rows[o[1:]] == rows[o[:-1]])
+    if same.size == 0:
+        return None
+    i, j = sorted((int(cand[o[same[0]]]), int(cand[o[same[0] + 1]])))
+    return ExactRelation(np.array([i, j]), np.array([1.0, -1.0]), problem.N, True)
 
 
 def _subsets(c: int, largest: int) -> int:

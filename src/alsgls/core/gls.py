@@ -108,7 +108,7 @@ def solve_gls(problem: Problem, cov: LowRankCovariance, options: SolverOptions, 
         raise ValueError(f"cov has K={cov.K} equations but the problem has K={problem.K}")
     with blas_threads(options.blas_threads):
         prob = problem.scaled()
-        gram_inv = block_jacobi_inverse(prob.gram)
+        gram_inv = prob.gram_inv
         if theta0 is None:
             theta, _ = prob.ols()
         else:

@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 from scipy.linalg import eigh, solve_triangular
+from scipy.linalg.blas import daxpy, dgemm
 from scipy.sparse.linalg import LinearOperator
 
 __all__ = [
@@ -126,12 +127,29 @@ class LowRankCovariance:
         """Diagonal of ``Sigma`` (K,)."""
         return self.D + np.einsum("ij,ij->i", self.F, self.F)
 
-    def solve(self, V: np.ndarray) -> np.ndarray:
-        """Return ``Sigma^-1 V`` for ``V`` of shape (K,) or (K, m)."""
+    def solve(self, V: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """Return ``Sigma^-1 V`` for ``V`` of shape (K,) or (K, m).
+
+        ``out`` (K, m), C-contiguous float64, receives the result without any
+        temporary of V's size (one scaling, then one in-place GEMM; the
+        caller's workspace spares the page faults of a fresh K x N array in
+        every CG iteration).  It may not overlap ``V``.
+        """
+        if out is not None and V.ndim == 2 and self.k and out.flags.c_contiguous:
+            np.multiply(V, (1.0 / self.D)[:, None], out=out)
+            # out' = -(G' V)' G' + out' in place: out' is Fortran-ordered (m, K)
+            dgemm(-1.0, (self.G.T @ V).T, self.G.T, 1.0, out.T, overwrite_c=True)
+            return out
         V = np.asarray(V, dtype=np.float64)
         if V.ndim == 1:
             return self.solve(V[:, None])[:, 0]
-        return V / self.D[:, None] - self.G @ (self.G.T @ V)
+        W = V / self.D[:, None]
+        if self.k:
+            W -= self.G @ (self.G.T @ V)
+        if out is not None:
+            out[...] = W
+            return out
+        return W
 
     def matvec(self, V: np.ndarray) -> np.ndarray:
         """Return ``Sigma V`` for ``V`` of shape (K,) or (K, m)."""
@@ -370,15 +388,20 @@ class CoefficientLayout:
 # Block-diagonal design X = blockdiag(X_1, ..., X_K), equation-major layout
 # --------------------------------------------------------------------------
 
-def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
+def design_matvec(X: np.ndarray, theta: np.ndarray, out: np.ndarray | None = None
+                  ) -> np.ndarray:
     """Fitted values ``U[j] = X_j theta_j``: (K, N, p) x (K, p) -> (K, N).
 
     A stacked matmul: one pass over X (5x faster than the equivalent einsum;
     each item is far below OpenBLAS's threading threshold).  A design shared
     by every equation (a zero-stride view) is one GEMM ``theta X0'``.
+    ``out`` (K, N) receives the result.
     """
     if X.strides[0] == 0 and X.shape[0] > 1:
-        return theta[:, : X.shape[2]] @ X[0].T
+        return np.matmul(theta[:, : X.shape[2]], X[0].T, out=out)
+    if out is not None:
+        np.matmul(X, theta[:, :, None], out=out[:, :, None])
+        return out
     return (X @ theta[:, :, None])[:, :, 0]
 
 
@@ -390,44 +413,53 @@ def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     return (W[:, None, :] @ X)[:, 0, :]
 
 
-def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray) -> np.ndarray:
+def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray,
+                 work: np.ndarray | None = None) -> np.ndarray:
     """``g_j = X_j' (Sigma^-1 R')_j`` for residuals ``Rt`` (K, N): (K, p).
 
-    With ``Sigma^-1 = D^-1 - G G'``: ``g_j = X_j' r_j / D_j - (X_j' Z') G_j'``,
-    ``Z = G' R'`` (k x N) -- no K x N temporary.  ``-g`` is the gradient of the
+    ``Sigma^-1 R'`` by Woodbury (into ``work``, a (K, N) workspace, when
+    given), then one stacked pass over X.  ``-g`` is the gradient of the
     total NLL with respect to the coefficients.
     """
-    g = design_rmatvec(X, Rt) / cov.D[:, None]
-    if cov.k:
-        g -= _low_rank_part(X, cov.G, cov.G.T @ Rt)
-    return g
-
-
-def _low_rank_part(X: np.ndarray, G: np.ndarray, Z: np.ndarray) -> np.ndarray:
-    """``(X_j' Z') G_j'`` for every equation, ``Z`` (k, N): (K, p).  One stacked
-    pass over X, or two small GEMMs for a design shared by every equation."""
-    if X.strides[0] == 0 and X.shape[0] > 1:
-        return G @ (X[0].T @ Z.T).T
-    H = X.transpose(0, 2, 1) @ Z.T                            # (K, p, k)
-    return np.einsum("kpl,kl->kp", H, G)
+    return design_rmatvec(X, cov.solve(Rt, out=work))
 
 
 def normal_matvec(
-    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray
+    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GLS normal operator ``A v = X' (Sigma^-1 (x) I_N) X v`` and ``U = X v``.
 
-    ``(A v)_j = X_j'X_j v_j / D_j - (X_j' Phi) G_j'`` with ``Phi = U' G`` (N x k):
-    the diagonal part from the Gram matrices ``gram`` (K, p, p), the low-rank
-    part from one thin GEMM and one stacked pass over X.  Returns ``(A v, U)``
-    with ``U`` the fitted values of ``v`` (K, N), reused by the caller to
-    update residuals without another pass over X.
+    Two stacked passes over X: ``U = X v`` (K x N), then
+    ``A v = X' (Sigma^-1 U')`` with ``Sigma^-1`` by Woodbury -- fewer passes
+    and flops than splitting off the diagonal part through the Gram matrices.
+    ``work`` (two (K, N) workspaces) receives ``U`` and ``Sigma^-1 U'``, so a
+    CG iteration allocates nothing of size K x N; ``U`` (the fitted values of
+    ``v``) is returned for the caller to update residuals without another
+    pass over X.  Padding columns of X are zero, so ``A v`` is zero there.
     """
-    U = design_matvec(X, V)
-    Av = (gram @ V[:, :, None])[:, :, 0] / cov.D[:, None]
-    if cov.k:
-        Av -= _low_rank_part(X, cov.G, cov.G.T @ U)
-    return Av, U
+    if work is None:
+        U = design_matvec(X, V)
+        return design_rmatvec(X, cov.solve(U)), U
+    U, W = work
+    design_matvec(X, V, out=U)
+    return design_rmatvec(X, cov.solve(U, out=W)), U
+
+
+def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Two (K, N) float64 workspaces for :func:`normal_matvec` / :func:`gls_gradient`."""
+    return np.empty(shape), np.empty(shape)
+
+
+def subtract_scaled(A: np.ndarray, alpha: float, U: np.ndarray) -> np.ndarray:
+    """``A - alpha U``, in place (BLAS axpy, no temporary) when ``A`` is a
+    writeable C-contiguous float64 array; returns the result."""
+    if (type(A) is np.ndarray and A.flags.c_contiguous and A.flags.writeable
+            and A.dtype == np.float64 and type(U) is np.ndarray and U.flags.c_contiguous
+            and U.shape == A.shape):
+        daxpy(U.reshape(-1), A.reshape(-1), a=-alpha)
+        return A
+    return A - alpha * U
 
 
 def block_jacobi_inverse(gram: np.ndarray) -> np.ndarray:
@@ -555,14 +587,19 @@ def pcg(
 def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankCovariance,
             theta: np.ndarray, r: np.ndarray, gap_tol: float, maxiter: int,
             on_step: Callable[[float, np.ndarray], None] | None = None,
-            project: Callable[[np.ndarray], np.ndarray] | None = None):
+            project: Callable[[np.ndarray], np.ndarray] | None = None,
+            work: tuple[np.ndarray, np.ndarray] | None = None):
     """:func:`pcg` on the GLS normal equations given ``Sigma`` (``cov``): the
     matrix-free operator :func:`normal_matvec` and the block-Jacobi
     preconditioner ``(Sigma^-1)_jj X_j'X_j`` (:func:`apply_block`); the one
     place both the ALS beta-step and the GLS solve given Sigma build it.
-    Arguments after ``cov`` and the return value are those of :func:`pcg`."""
+    ``work``: two (K, N) workspaces for :func:`normal_matvec` (allocated here
+    when not given).  The other arguments and the return value are those of
+    :func:`pcg`."""
     scale = cov.inverse_diagonal
-    return pcg(lambda v: normal_matvec(X, cov, v, gram),
+    if work is None and type(X) is np.ndarray:
+        work = workspace(X.shape[:2])
+    return pcg(lambda v: normal_matvec(X, cov, v, work),
                lambda g: apply_block(gram_inv, scale, g),
                theta, r, gap_tol, maxiter, on_step, project)
 
@@ -635,7 +672,7 @@ class GLSNormalOperator(BlockDesignOperator):
         LinearOperator.__init__(self, dtype=np.float64, shape=(self.layout.P, self.layout.P))
 
     def _matvec(self, v: np.ndarray) -> np.ndarray:
-        Av, _ = normal_matvec(self.X, self.cov, self.layout.unflatten(np.ravel(v)), self.gram)
+        Av, _ = normal_matvec(self.X, self.cov, self.layout.unflatten(np.ravel(v)))
         return self.layout.flatten(Av)
 
     _rmatvec = _matvec  # symmetric

@@ -248,7 +248,13 @@ class Problem:
             d = np.sqrt(np.diag(g))
             factor = cho_factor(g / d[:, None] / d[None, :], lower=True)
             return cho_solve(factor, (rhs / d).T).T / d
-        return (block_jacobi_inverse(self.gram) @ rhs[:, :, None])[..., 0]
+        return (self.gram_inv @ rhs[:, :, None])[..., 0]
+
+    @cached_property
+    def gram_inv(self) -> np.ndarray:
+        """``(X_j' W X_j)^-1`` (K, pmax, pmax), computed once: the OLS solves and
+        the block-Jacobi preconditioner of every GLS step share it."""
+        return _readonly(block_jacobi_inverse(self.gram))
 
     def _weighted(self, W: np.ndarray) -> np.ndarray:
         """``W`` times the observation weights (``W`` is zero where missing)."""
@@ -562,6 +568,10 @@ def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarr
             for j, x in enumerate(Xs)], False, None
 
 
+#: Elements of the transposed copy of a block of designs in :func:`_gram` (8 MiB).
+GRAM_BLOCK = 1 << 20
+
+
 def _gram(X: np.ndarray, layout: CoefficientLayout, O: np.ndarray | None,
           w: np.ndarray | None, shared: bool) -> np.ndarray:
     """``X_j' diag(w o_j) X_j`` with a unit diagonal on padded coordinates."""
@@ -569,7 +579,15 @@ def _gram(X: np.ndarray, layout: CoefficientLayout, O: np.ndarray | None,
         x = X[0] if w is None else X[0] * np.sqrt(w)[:, None]
         return _readonly(np.broadcast_to(x.T @ x, (layout.K, layout.pmax, layout.pmax)))
     if O is None and w is None:
-        gram = X.transpose(0, 2, 1) @ X
+        # einsums along the rows of contiguous transposed copies of blocks of
+        # equations (the copy is at most GRAM_BLOCK elements): 20-50% faster
+        # than the stacked matmul on X at p = 3..5
+        K, N, pm = X.shape
+        gram = np.empty((K, pm, pm))
+        step = max(1, GRAM_BLOCK // max(N * pm, 1))
+        for a in range(0, K, step):
+            Xt = np.ascontiguousarray(X[a:a + step].transpose(0, 2, 1))
+            np.einsum("kpn,kqn->kpq", Xt, Xt, out=gram[a:a + step])
     else:
         Om = (np.ones(X.shape[:2]) if O is None else O) * (1.0 if w is None else w[None, :])
         gram = np.einsum("knp,kn,knq->kpq", X, Om, X)
