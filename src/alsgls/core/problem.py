@@ -307,8 +307,7 @@ class Problem:
     def condition(self) -> np.ndarray:
         """Column-scaled condition number ``kappa_j`` of each design (K,): the
         square root of that of its Gram matrix (computed once for a shared one)."""
-        _, cond = _scaled_condition(self.gram)
-        return np.broadcast_to(np.sqrt(cond), (self.K,))
+        return _condition(_scaled_condition(self.gram)[1], self.K)
 
     @cached_property
     def spans_constant(self) -> np.ndarray:
@@ -606,6 +605,11 @@ def _collinear_column(x: np.ndarray) -> int:
     return int(piv[-1])
 
 
+def _condition(cond: np.ndarray, K: int) -> np.ndarray:
+    """``Problem.condition`` from the condition numbers of the distinct Gram matrices."""
+    return np.broadcast_to(np.sqrt(cond), (K,))
+
+
 def _scaled_condition(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Smallest eigenvalue and condition number of each column-scaled Gram
     matrix (one batched ``eigvalsh``; one matrix for a shared design)."""
@@ -617,9 +621,12 @@ def _scaled_condition(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
-                  name: Any = lambda j: f"Xs[{j}]") -> None:
+                  name: Any = lambda j: f"Xs[{j}]") -> np.ndarray:
     """Reject designs with a zero column or (nearly) collinear columns, from the
-    Gram matrices (one batched ``eigvalsh``; one per distinct design)."""
+    Gram matrices (one batched ``eigvalsh``; one per distinct design).
+
+    Returns the scaled condition number of each distinct Gram matrix (as
+    ``_scaled_condition``), so that the caller need not compute it again."""
     p = layout.p
     g = gram[:1] if gram.strides[0] == 0 else gram
     d = np.sqrt(np.einsum("kpp->kp", g))
@@ -639,6 +646,7 @@ def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
         raise ValueError(
             f"{name(j)} is rank deficient{more}: column {c} is (nearly) a linear "
             f"combination of the others (scaled condition number {cj}); drop that column")
+    return cond
 
 
 def _nan_policy(Ya: np.ndarray, mats: list, shared: bool, w: np.ndarray | None,
@@ -808,10 +816,12 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
     gram = _gram(X, layout, O, wr, shared and O is None)
-    check_designs(X, gram, layout, names.__getitem__)
+    cond = check_designs(X, gram, layout, names.__getitem__)
     Yt = np.ascontiguousarray(Yr.T) if O is None else np.where(obs, Yr.T, 0.0)
-    return Problem(X=_readonly(X), Yt=_readonly(Yt), layout=layout, gram=gram, O=O, w=wr,
-                   labels=labels, rows=rows, n_rows_in=N0, missing=missing)
+    problem = Problem(X=_readonly(X), Yt=_readonly(Yt), layout=layout, gram=gram, O=O, w=wr,
+                      labels=labels, rows=rows, n_rows_in=N0, missing=missing)
+    problem.__dict__["condition"] = _condition(cond, K)    # the cached_property, filled
+    return problem
 
 
 def check_fit_rank(problem: Problem, k: Any, *, warn_ledermann: bool = True) -> int:
