@@ -218,8 +218,9 @@ def test_bad_input(shared, fitted):
         fitted.predict(X[:5], Y[:5, :29])
     with pytest.raises(ValueError, match="Y_partial contains inf"):
         fitted.predict(X[:1], np.full((1, 30), np.inf))
-    with pytest.raises(ValueError, match="X is rank deficient"):
-        ALSGLS(rank=1).fit(np.column_stack([X, X[:, 0]]), Y)
+    # a duplicated column fits as in LinearRegression (tests/test_sklearn_habits.py)
+    dup = ALSGLS(rank=1).fit(np.column_stack([X, X[:, 0]]), Y)
+    assert list(dup.dropped_columns_) == [3] and dup.design_rank_ == 3
     with pytest.raises(ValueError, match="predict with a list of 30 designs"):
         ALSGLS(rank=1).fit([X] * 30, Y).predict(X)
     with pytest.raises(ValueError, match=r"X\[2\] has 10 rows but Y has 400"):
@@ -281,19 +282,19 @@ def test_missing_outputs_auto_rank_uses_complete_rows():
 
 
 # --------------------------------------------------------------- review fixes
-def test_constant_column_with_intercept_names_the_users_column(shared):
-    """Pins: a constant column with fit_intercept=True was reported as 'column 3
-    ... (scaled condition number 8.99e+307)', column 3 being the intercept the
-    estimator appends; the message names the user's column and fit_intercept."""
+def test_constant_column_with_intercept_fits_as_linear_regression(shared):
+    """Was refused ('X is rank deficient: column 1 is constant'); now a constant
+    column beside the intercept is set aside, as LinearRegression's lstsq does,
+    and the user's column is named in ``dropped_columns_`` (the same for one
+    design among per-equation ones)."""
     X, Y, _ = shared
     Xc = np.column_stack([X[:, 0], np.full(X.shape[0], 2.0), X[:, 1]])
-    msg = (r"X is rank deficient: column 1 is constant \(every value 2\), collinear with "
-           r"the intercept that fit_intercept=True adds; drop that column or pass "
-           r"fit_intercept=False")
-    with pytest.raises(ValueError, match=msg):
-        ALSGLS(rank=2).fit(Xc, Y)
-    with pytest.raises(ValueError, match=r"X\[1\] is rank deficient: column 0 is constant"):
-        ALSGLS(rank=1).fit([X, np.column_stack([np.ones(400), X[:, 1]])] + [X] * 28, Y)
+    est = ALSGLS(rank=2).fit(Xc, Y)
+    lr = LinearRegression().fit(Xc, Y)
+    assert list(est.dropped_columns_) == [1] and est.design_rank_ == 2
+    np.testing.assert_allclose(est.predict(Xc), lr.predict(Xc), rtol=1e-8, atol=1e-8)
+    per_eq = ALSGLS(rank=1).fit([X, np.column_stack([np.ones(400), X[:, 1]])] + [X] * 28, Y)
+    assert [list(c) for c in per_eq.dropped_columns_[:3]] == [[], [0], []]
     # without an intercept a constant column is an ordinary regressor
     est = ALSGLS(rank=2, fit_intercept=False).fit(Xc, Y)
     lr = LinearRegression().fit(X[:, :2], Y)
@@ -301,14 +302,16 @@ def test_constant_column_with_intercept_names_the_users_column(shared):
 
 
 def test_columns_combining_to_a_constant_with_intercept(shared):
-    """Dummies of every level sum to one: collinear with the intercept; the
-    message names the user's columns, not the intercept the estimator appends."""
+    """Dummies of every level sum to one, collinear with the intercept: one of
+    them is set aside and the fit is LinearRegression's (was refused)."""
     X, Y, _ = shared
     d = (X[:, 2] > 0).astype(float)
     Xd = np.column_stack([X[:, 0], d, 1.0 - d])
-    with pytest.raises(ValueError, match=r"X is rank deficient: columns \[1, 2\] combine to "
-                                         r"a constant.*fit_intercept=False"):
-        ALSGLS(rank=1).fit(Xd, Y)
+    est = ALSGLS(rank=1).fit(Xd, Y)
+    lr = LinearRegression().fit(Xd, Y)
+    assert len(est.dropped_columns_) == 1 and est.dropped_columns_[0] in (1, 2)
+    np.testing.assert_allclose(est.predict(Xd), lr.predict(Xd), rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(est.coef_, lr.coef_, rtol=1e-7, atol=1e-9)
 
 
 def test_hyper_parameters_are_checked_naming_them(shared):

@@ -51,9 +51,10 @@ from .rank import (
 __all__ = ["ALSGLS", "LowRankPrecision", "ExactFitWarning"]
 
 #: How messages name a shared design.  The intercept column, when added, is the
-#: last one, so column numbers in messages are the user's; a design that is
-#: collinear with the intercept is refused naming the user's columns
-#: (:func:`_explain_intercept`).
+#: last one, so column numbers in messages are the user's; columns exactly
+#: collinear with the intercept are set aside (:func:`_independent_columns`),
+#: nearly collinear ones refused naming the user's columns
+#: (:func:`_explain_intercept`, :meth:`ALSGLS._explain_reduced`).
 _SHARED_NAME = "X"
 
 
@@ -150,6 +151,17 @@ def _constant_combination(X: np.ndarray) -> np.ndarray:
     return np.flatnonzero(weight > 1e-8 * weight.max())
 
 
+def _column_list(cols: np.ndarray, most: int = 10) -> str:
+    """``column 3`` or ``columns [1, 4, 7]`` for messages (the first ``most``,
+    then a count)."""
+    cols = [int(c) for c in cols]
+    if len(cols) == 1:
+        return f"column {cols[0]}"
+    if len(cols) <= most:
+        return f"columns {cols}"
+    return f"columns [{', '.join(map(str, cols[:most]))}, ... ({len(cols)} in all)]"
+
+
 def _explain_intercept(designs: list, names: list, exc: ValueError) -> None:
     """After ``build_problem`` refused designs that carry an appended intercept:
     if some design's own columns combine to a constant (dummies of every
@@ -174,6 +186,101 @@ def _explain_intercept(designs: list, names: list, exc: ValueError) -> None:
             ) from exc
 
 
+class _Columns:
+    """The independent columns of one design, found by :func:`_independent_columns`.
+
+    Attributes
+    ----------
+    p : int
+        The user's columns (the intercept that ``fit_intercept`` appends is
+        not among them).
+    keep, dropped : ndarray of int
+        Sorted positions of the columns the solver uses and of those it sets
+        aside (each a linear combination of kept ones, or constant when the
+        design is centred).
+    null : ndarray, shape (p, p - rank)
+        Orthonormal basis of the null space of the design as the solver sees
+        it (centred when ``mean`` is not None), in the coefficients' metric.
+    mean : ndarray (p,) or None
+        Column means on the rows used (``fit_intercept=True``), else None.
+    n : int
+        Rows used.
+    """
+
+    def __init__(self, p: int, keep: np.ndarray, null: np.ndarray,
+                 mean: np.ndarray | None, n: int) -> None:
+        self.p, self.null, self.mean, self.n = p, null, mean, n
+        self.keep = np.sort(keep).astype(np.intp)
+        self.dropped = np.setdiff1d(np.arange(p), self.keep).astype(np.intp)
+
+    @property
+    def rank(self) -> int:
+        """Rank of the (centred) design: the number of kept columns."""
+        return int(self.keep.size)
+
+    def expand(self, B: np.ndarray) -> np.ndarray:
+        """Coefficients of the kept columns (m, rank [+ 1], the intercept last)
+        -> the minimum-norm coefficients of every column (m, p [+ 1]) with the
+        same fitted values on the rows used.
+
+        The solution that is zero on the dropped columns is projected onto the
+        row space of the (centred) design, ``b - U U' b`` with ``U`` the null
+        space basis; the part removed, ``d``, has ``X_c d = 0``, so ``X d`` is
+        the constant ``mean . d``, which moves into the intercept.  This is
+        ``LinearRegression``'s solution (minimum-norm least squares on the
+        centred data).
+        """
+        icpt = self.mean is not None
+        out = np.zeros((B.shape[0], self.p + icpt))
+        out[:, self.keep] = B[:, : self.rank]
+        if icpt:
+            out[:, -1] = B[:, -1]
+        if self.null.shape[1]:
+            d = (out[:, : self.p] @ self.null) @ self.null.T
+            out[:, : self.p] -= d
+            if icpt:
+                out[:, -1] += d @ self.mean
+        return out
+
+
+def _independent_columns(x: np.ndarray, intercept: bool) -> _Columns:
+    """A maximal set of independent columns of ``x`` (n, p), the user's columns
+    on the rows used, by pivoted QR of the design as the solver sees it:
+    centred when ``intercept`` (the intercept column, kept always, is then
+    orthogonal to the rest).
+
+    Tolerance: each column is first divided by its norm *before* centring, so
+    ``|R_ii|`` is the distance of pivot column ``i`` from the span of the
+    earlier pivots (and of the constant), relative to the column's own
+    magnitude, the scale of the round-off in the data and in the centring.
+    Columns with ``|R_ii| <= max(n, p) * eps`` (at least that relative to
+    ``|R_11| <= 1``) are dropped: dependent to round-off, like the
+    ``eps * sigma_max`` cut-off of ``scipy.linalg.lstsq`` behind
+    ``LinearRegression``.  A constant column, under ``intercept``, and a zero
+    column are dropped that way too.  Columns nearer to collinear than
+    :data:`~alsgls.core.problem.COLLINEARITY_COND` but above this cut-off are
+    kept, and the design is refused (:meth:`ALSGLS._problem`).
+    """
+    from scipy.linalg import qr, solve_triangular
+
+    n, p = x.shape
+    norm = np.linalg.norm(x, axis=0)
+    norm[norm == 0] = 1.0
+    mean = x.mean(axis=0) if intercept else None
+    z = (x - mean if intercept else x) / norm
+    _, R, piv = qr(z, mode="raw", pivoting=True, overwrite_a=True, check_finite=False)
+    d = np.abs(np.diag(R))
+    small = d <= max(n, p) * np.finfo(float).eps
+    r = int(np.argmax(small)) if small.any() else d.size
+    # null space of z[:, piv]: [-R11^-1 R12; I]; of the unscaled design: rows / norm
+    V = np.zeros((p, p - r))
+    if r and p > r:
+        V[piv[:r]] = -solve_triangular(R[:r, :r], R[:r, r:p], check_finite=False)
+    V[piv[r:], np.arange(p - r)] = 1.0
+    null = np.linalg.qr(V / norm[:, None])[0] if p > r else V
+    return _Columns(p, piv[:r], null, mean, n)
+
+
 class ALSGLS(RegressorMixin, BaseEstimator):
     """Multi-output linear regression with a low-rank-plus-diagonal error covariance.
 
@@ -191,7 +298,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     fit_intercept : bool, default True
         Append an intercept column to every design.  A column of ``X`` that is
         constant, or columns that combine to a constant, are then collinear
-        with it and refused (``ValueError`` naming them).
+        with it and set aside as in ``LinearRegression`` (see Notes).
     max_rank : int, optional
         Largest rank a selection method considers: default
         ``min(12, largest identifiable rank)``; a larger value is capped at
@@ -224,9 +331,21 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     coef_ : ndarray, shape (K, p)
-        Coefficients (2-D ``X`` only), as in ``LinearRegression``.
+        Coefficients (2-D ``X`` only), as in ``LinearRegression``; for a
+        rank-deficient design the minimum-norm ones (see Notes).
     coef_list_ : list of K ndarray, each (p_j,)
         Coefficients of each equation (both forms), intercept excluded.
+    design_rank_ : int, or ndarray of int, shape (K,)
+        Rank of ``X`` as the solver sees it, centred when ``fit_intercept``
+        (the intercept not counted), as ``LinearRegression.rank_``; one per
+        equation for per-equation designs.  (``rank_`` is the number of
+        factors.)
+    dropped_columns_ : ndarray of int, or list of K such arrays
+        Columns of ``X`` (the user's numbering) set aside by the solver as
+        linear combinations of the others, or constant under
+        ``fit_intercept``; empty for a design of full rank.  One array per
+        equation for per-equation designs.  Their entries of ``coef_`` are
+        those of the minimum-norm solution, not zero.
     intercept_ : ndarray, shape (K,), or 0.0
         Intercepts (0.0 when ``fit_intercept=False``).
     loadings_ : ndarray, shape (K, k)
@@ -265,6 +384,24 @@ class ALSGLS(RegressorMixin, BaseEstimator):
     factor model adds the covariance, the likelihood and conditional
     prediction.  With a list of per-equation designs (SUR form) the GLS
     coefficients differ from OLS and are more efficient.
+
+    A rank-deficient design (duplicated or exactly collinear columns, or
+    under ``fit_intercept`` a constant column or columns that combine to a
+    constant, as ``PolynomialFeatures`` makes) is fitted as
+    ``LinearRegression`` fits it: a pivoted QR of the design as the solver
+    sees it (centred under ``fit_intercept``) finds the columns that are
+    combinations of the others to round-off, ``max(N, p) * eps`` relative
+    to their norms (``dropped_columns_``); the model is fitted on the rest,
+    so the fitted values are least squares on the column space, and the
+    coefficients are reported as the minimum-norm solution with those
+    fitted values (``coef_`` and ``intercept_`` are then
+    ``LinearRegression``'s with a 2-D ``X``).  The likelihood, the factors
+    and the covariance do not depend on this choice.  A design with no
+    column left, or with no more rows than coefficients of its independent
+    columns, is refused, and so are columns nearly but not exactly
+    collinear (beyond a condition number of 1e10): the message names the
+    design and the column.  A full-rank design costs nothing extra: the QR
+    runs only when the fast check refuses a design.
 
     ``Y`` must be 2-D ``(N, K)``.  A 1-D ``Y`` is refused: the model is about
     the covariance between outputs.  ``Y.reshape(-1, 1)`` fits a single output
@@ -338,7 +475,7 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self
         """
         options = self._check_params()
-        problem = self._problem(X, Y)
+        problem, columns = self._problem(X, Y)
         k, selection = self._check_rank(problem), None
         if k == 0:
             # rank 0 or a rank method: one OLS, for the exact-fit check, the
@@ -349,11 +486,11 @@ class ALSGLS(RegressorMixin, BaseEstimator):
             if isinstance(self.rank, str):
                 k, selection = self._select(problem, options, exact, Rt)
             if exact.size and k == 0:
-                self._store(*self._rank0(problem, theta, s), 0, selection)
+                self._store(*self._rank0(problem, theta, s), 0, selection, columns)
                 return self
         fit, _ = fit_problem(problem, k, options, missing_fit=False)
         self._store([b[:, 0] for b in fit.B], fit.F, fit.D, fit.nll_trace, fit.n_iter,
-                    fit.converged, k, selection)
+                    fit.converged, k, selection, columns)
         return self
 
     def _check_params(self) -> SolverOptions:
@@ -374,20 +511,137 @@ class ALSGLS(RegressorMixin, BaseEstimator):
             kw["max_sweeps"] = self.max_sweeps
         return solver_options(None, "ALSGLS", **kw)
 
-    def _problem(self, X: Any, Y: Any) -> Problem:
-        """Validate ``(X, Y)`` once: the one problem every later step uses."""
+    def _problem(self, X: Any, Y: Any) -> tuple[Problem, list | None]:
+        """Validate ``(X, Y)`` once: the one problem every later step uses, and
+        the independent columns of each design (None on the fast path, where
+        ``build_problem`` accepts every design as it is).
+
+        A design that ``build_problem`` refuses is examined by pivoted QR
+        (:meth:`_independent`): columns dependent on the others to round-off
+        (duplicates, exact combinations, constants under ``fit_intercept``)
+        are set aside and the problem is built on the rest, whose fitted
+        values are those of least squares on the full column space.
+        """
         if _is_system(X, Y):
             Xs, Ya = self._system_data(X, Y)
             names = [f"X[{j}]" for j in range(len(Xs))]
         else:
             Xs, Ya = self._shared_data(X, Y)
             names = [_SHARED_NAME] * Ya.shape[1]
+        designs = [Xs] if self._shared else Xs
         try:
-            return build_problem(Xs, Ya, missing=self.missing, design_names=names)
+            with np.errstate(over="ignore"):    # the condition number of a singular design
+                return build_problem(Xs, Ya, missing=self.missing, design_names=names), None
         except ValueError as exc:
-            if self.fit_intercept:
-                _explain_intercept([Xs] if self._shared else Xs, names, exc)
+            columns = self._independent(designs, Ya, names)
+            if columns is None:     # nothing to set aside: the refusal stands
+                if self.fit_intercept:
+                    _explain_intercept(designs, names, exc)
+                raise
+        reduced = [x if not c.dropped.size else
+                   x[:, np.r_[c.keep, [c.p] if self.fit_intercept else []].astype(np.intp)]
+                   for x, c in zip(designs, columns)]
+        try:
+            problem = build_problem(reduced[0] if self._shared else reduced, Ya,
+                                    missing=self.missing, design_names=names, notes=False)
+        except ValueError as exc:
+            self._explain_reduced(reduced, columns, Ya, names, exc)
             raise
+        return problem, columns
+
+    def _rows_used(self, designs: list, Ya: np.ndarray) -> list:
+        """Rows of each design the fit uses (boolean masks, None for all), as
+        ``build_problem`` chooses them under ``missing``."""
+        obs = ~np.isnan(Ya)
+        if obs.all() or self.missing == "raise":     # NaN is refused anyway
+            return [None] * len(designs)
+        if self.missing == "drop":
+            ok = obs.all(axis=1)
+            for x in designs:
+                ok &= np.isfinite(x).all(axis=1)
+            return [ok] * len(designs)
+        if self._shared:
+            return [obs.any(axis=1)]
+        return [obs[:, j] for j in range(len(designs))]
+
+    def _independent(self, designs: list, Ya: np.ndarray, names: list) -> list | None:
+        """After ``build_problem`` refused the designs: the independent columns of
+        each (:func:`_independent_columns`, on the rows the fit uses; one pivoted
+        QR per design, on this failure path only), or None when no design has a
+        column to set aside (or non-finite values on those rows: the refusal
+        was about something else).  Raises ``ValueError``, naming the design
+        and the fix, when a design has no column left or too few rows for its
+        independent columns."""
+        columns = []
+        for x, rows in zip(designs, self._rows_used(designs, Ya)):
+            xr = x if rows is None else x[rows]
+            if not np.isfinite(xr).all():
+                return None
+            columns.append(_independent_columns(xr[:, :-1] if self.fit_intercept else xr,
+                                                self.fit_intercept))
+        if not any(c.dropped.size for c in columns) and not self._shared:
+            return None    # build_problem's own message names the equation
+        for c, name in zip(columns, names):
+            q = c.rank + bool(self.fit_intercept)
+            aside = (f"; {_column_list(c.dropped)} set aside, being exact combinations of "
+                     "the other columns" + (" and the intercept" if self.fit_intercept else "")
+                     if c.dropped.size else "")
+            if q == 0:
+                raise ValueError(
+                    f"{name} has no non-zero column on the rows used and fit_intercept=False "
+                    "adds no intercept: nothing is left to fit; pass a design with a "
+                    "non-zero column, or fit_intercept=True to fit the means")
+            if c.n <= q:
+                what = (f"{c.rank} independent column(s) of {name}"
+                        + (" and the intercept" if self.fit_intercept else "") + aside)
+                who = (f"n_samples={c.n} is too few for {q} regression coefficients per output"
+                       if self._shared else
+                       f"{name} has {c.n} rows used, too few for its {q} regression coefficients")
+                raise ValueError(
+                    f"{who} ({what}): need more than {q} rows, to estimate them and a "
+                    f"variance; add rows or drop columns of {name}")
+        return columns if any(c.dropped.size for c in columns) else None
+
+    def _explain_reduced(self, reduced: list, columns: list, Ya: np.ndarray, names: list,
+                         exc: ValueError) -> None:
+        """After ``build_problem`` refused the designs left by :meth:`_independent`
+        (columns nearly, not exactly, collinear; or collinear on one output's
+        observed rows): raise a ``ValueError`` naming the column in the user's
+        numbering.  Returns when it finds no such design."""
+        units = list(zip(reduced, columns, self._rows_used(reduced, Ya), names))
+        obs = ~np.isnan(Ya)
+        if self._shared and not obs.all() and self.missing == "ml":
+            units = [(reduced[0], columns[0], obs[:, j],
+                      f"{_SHARED_NAME} (output {j}, on its observed rows)")
+                     for j in range(Ya.shape[1])]
+        for x, c, rows, name in units:
+            xr = x if rows is None else x[rows]
+            norm = np.linalg.norm(xr, axis=0)
+            z = xr / np.where(norm > 0, norm, 1.0)
+            sv = np.linalg.svd(z, compute_uv=False)     # the Gram's condition: sv ratio ** 2
+            if sv.size == z.shape[1] and sv[-1] > 0 and (sv[0] / sv[-1]) ** 2 <= COLLINEARITY_COND:
+                continue
+            from scipy.linalg import qr
+
+            last = int(qr(z, mode="r", pivoting=True)[1][-1])
+            cond = f"{(sv[0] / sv[-1]) ** 2:.3g}" if sv[-1] > 0 else "inf"
+            aside = (f"; {_column_list(c.dropped)}, exact combinations of the others, "
+                     "set aside" if c.dropped.size else "")
+            near = (_constant_combination(xr[:, :-1]) if last >= c.rank
+                     else np.zeros(0, dtype=int))
+            if near.size:       # the intercept: user columns nearly combine to a constant
+                cols = _column_list(c.keep[near])
+                raise ValueError(
+                    f"{name} is rank deficient: {cols} nearly combine to a constant, "
+                    "collinear with the intercept that fit_intercept=True adds (scaled "
+                    f"condition number {cond}){aside}; drop one of them or pass "
+                    "fit_intercept=False") from exc
+            col = f"column {int(c.keep[last])}" if last < c.rank else "the intercept"
+            raise ValueError(
+                f"{name} is rank deficient: {col} is nearly, though not "
+                f"exactly, a linear combination of the others (scaled condition number "
+                f"{cond}, above {COLLINEARITY_COND:.0e}: its coefficient is not determined "
+                f"by the data){aside}; drop that column") from exc
 
     def _system_data(self, X: Any, Y: Any) -> tuple[list, np.ndarray]:
         """SUR form: the designs (intercept appended) and ``Y``."""
@@ -415,17 +669,14 @@ class ALSGLS(RegressorMixin, BaseEstimator):
                 "Y is 1-D (a single output). ALSGLS models the covariance between "
                 "K >= 2 outputs; pass Y.reshape(-1, 1) to fit one output as plain "
                 "least squares (rank 0), or use sklearn.linear_model.LinearRegression")
-        p = X.shape[1] + bool(self.fit_intercept)
-        if X.shape[0] <= p:
-            raise ValueError(
-                f"n_samples={X.shape[0]} is too few for {p} regression coefficients per "
-                f"output (including the intercept): need n_samples > {p}")
+        # too few rows for the columns (N <= p) is refused, or fitted when the
+        # design's rank allows, by _independent once build_problem refuses it
         Ya = Ya if nan_ok else np.asarray(Yv, dtype=np.float64)
         return self._with_intercept(X), Ya
 
     def _with_intercept(self, X: np.ndarray) -> np.ndarray:
         """The design with an intercept column appended last (if asked); columns
-        collinear with it are named by :func:`_explain_intercept`."""
+        collinear with it are set aside by :meth:`_independent`."""
         if not self.fit_intercept:
             return X
         return np.hstack([X, np.ones((X.shape[0], 1))])
@@ -488,10 +739,20 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         return B, np.zeros((problem.K, 0)), D, np.array([nll]), 0, True
 
     def _store(self, B: list, F: np.ndarray, D: np.ndarray, trace: np.ndarray, n_iter: int,
-               converged: bool, k: int, selection: RankSelection | None) -> None:
+               converged: bool, k: int, selection: RankSelection | None,
+               columns: list | None = None) -> None:
         """Set the fitted attributes (``B``: per-equation coefficients, the
-        intercept last when ``fit_intercept``)."""
+        intercept last when ``fit_intercept``; of the independent columns
+        ``columns`` when some were set aside, mapped back to every column by
+        :meth:`_Columns.expand`)."""
         K = len(B)
+        self._store_columns(B, columns)
+        if columns is not None:
+            if self._shared:
+                B = list(columns[0].expand(np.vstack(B)))
+            else:
+                B = [b if not c.dropped.size else c.expand(b[None, :])[0]
+                     for b, c in zip(B, columns)]
         if self.fit_intercept:
             self.intercept_ = np.array([b[-1] for b in B])
             B = [b[:-1] for b in B]
@@ -510,6 +771,20 @@ class ALSGLS(RegressorMixin, BaseEstimator):
         self.n_iter_ = int(n_iter)
         self.converged_ = bool(converged)
         self.n_outputs_ = K
+
+    def _store_columns(self, B: list, columns: list | None) -> None:
+        """``design_rank_`` and ``dropped_columns_`` (see the class docstring)."""
+        icpt = bool(self.fit_intercept)
+        if columns is None:        # every design has full column rank
+            ranks = [b.size - icpt for b in (B[:1] if self._shared else B)]
+            dropped = [np.zeros(0, dtype=np.intp)] * len(ranks)
+        else:
+            ranks = [c.rank for c in columns]
+            dropped = [c.dropped for c in columns]
+        if self._shared:
+            self.design_rank_, self.dropped_columns_ = int(ranks[0]), dropped[0]
+        else:
+            self.design_rank_, self.dropped_columns_ = np.array(ranks, dtype=np.intp), dropped
 
     # --------------------------------------------------------------- predict
     def _mean(self, X: Any) -> np.ndarray:
