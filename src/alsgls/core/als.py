@@ -144,7 +144,7 @@ def _beta_step(
     gap_tol = max(abs_tol, min(budget, rel * start))
 
     def on_step(alpha: float, U: np.ndarray) -> None:
-        st.Rt = subtract_scaled(st.Rt, alpha, U)
+        st.Rt = subtract_scaled(st.Rt, alpha, U)     # in place: rebinding clears s_cache
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
                              on_step, project, st.work)
@@ -303,7 +303,7 @@ def _first_factor_step(theta: np.ndarray | None, Rt: np.ndarray, s: np.ndarray, 
     """The state at ``(F, D) = (0, s)`` after one loose factor step."""
     st = _State(theta=theta, Rt=Rt, F=np.zeros((Rt.shape[0], k)), D=s.copy(),
                 floor=options.d_floor * s)
-    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(Rt)
+    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(Rt, rowsq=Rt.shape[1] * st.variances())
     ols_nll = st.nll
     _factor_step(st, k, options.d_floor, rng, options.eig_maxiter, EIG_RTOL_MAX)
     return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0))
@@ -511,7 +511,7 @@ def _exact_factor_analysis(st: _State, k: int, options: SolverOptions,
     if k == st.Rt.shape[0] - 1 and _unrestricted_sigma(st, k, options, rng):
         return 0, 1
     e_it, n_prof = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter, COUPLED_FTOL)
-    s = _residual_variances(st.Rt)
+    s = st.variances()
     floor = options.d_floor * s
     _, F, e2 = _whitened_eigenpairs(st, st.D, k, rng, options.eig_maxiter)
     st.d_gap = _profile_gap(F, st.D, s, floor)      # the step's own size: what is left
@@ -531,7 +531,7 @@ def _unrestricted_sigma(st: _State, k: int, options: SolverOptions,
     loadings of the other K - 1.  False (nothing changed) when that ``D``
     is below the floor (nearly collinear residuals): use L-BFGS-B."""
     N = st.Rt.shape[1]
-    s = _residual_variances(st.Rt)
+    s = st.variances()
     W = st.Rt / np.sqrt(N * s)[:, None]
     lam_min = float(np.linalg.eigvalsh(W @ W.T)[0])
     if not lam_min > options.d_floor:

@@ -64,6 +64,21 @@ class _State:
     grad: np.ndarray | None = None   # GLS gradient X'(Sigma^-1 (x) I) r at the last beta-step
     floor: np.ndarray | None = None  # (K,) the floor d_floor * s_j D was last set against
     work: tuple | None = None        # two (K, N) workspaces of the beta-step (ops.workspace)
+    s_cache: np.ndarray | None = None   # residual variances of Rt (variances())
+
+    def __setattr__(self, name: str, value) -> None:
+        if name == "Rt":                 # new residuals: their variances are unknown
+            object.__setattr__(self, "s_cache", None)
+        object.__setattr__(self, name, value)
+
+    def variances(self) -> np.ndarray:
+        """``s_j = ||r_j||^2 / N`` of the current residuals, computed once while
+        they do not change (the factor steps alone, ``update_beta=False``,
+        never change them).  Code that changes ``Rt`` in place must clear
+        ``s_cache`` (rebinding ``Rt`` does)."""
+        if self.s_cache is None:
+            self.s_cache = _residual_variances(self.Rt)
+        return self.s_cache
 
 
 def _residual_variances(Rt: np.ndarray) -> np.ndarray:
@@ -140,7 +155,7 @@ def _factor_step(
     Anderson step counts one, and so does each halving of the D update.
     """
     N = st.Rt.shape[1]
-    s = _residual_variances(st.Rt)
+    s = st.variances()
     floor = d_floor * s
     D = st.D
     eig_it = 0
@@ -195,7 +210,7 @@ def _profile_lbfgs(
     from scipy.optimize import minimize
 
     N, K = st.Rt.shape[1], st.Rt.shape[0]
-    s = _residual_variances(st.Rt)
+    s = st.variances()
     eig_total = [0]
 
     # in z = log(D / s), minimising f - 1/2 sum log(2 pi s_j): the same problem
