@@ -81,6 +81,37 @@ def test_offset_fits_with_intercepts(system, solver, rtol):
     assert off.nll == pytest.approx(base.nll, rel=1e-9)
 
 
+@pytest.mark.parametrize("offset", [1e9, 1e11])
+def test_large_offset_is_no_exact_relation(system, offset):
+    """Pins: the existence check scaled each response by its *uncentred* norm,
+    so at ``Y + 1e9`` every pair of responses looked exactly related (their
+    projected residuals ~1e-9 of that norm, below the 1e-8 threshold) and the
+    fit was refused as having no finite maximum.  Oracle: the fit of the same
+    data without the offset -- the likelihood is finite and the fit converges;
+    the slopes agree to the round-off the offset leaves in ``Y`` (eps * offset
+    per entry, amplified by the fit: asserted at 1e3 times that)."""
+    Xs, Y, _ = system
+    Yo = Y + offset
+    base = als_gls(Xs, Yo - offset, 2)
+    fit = als_gls(Xs, Yo, 2)
+    assert fit.converged
+    np.testing.assert_allclose(_slopes(fit), _slopes(base), rtol=0,
+                               atol=1e3 * np.finfo(float).eps * offset)
+
+
+def test_exact_relation_is_refused_at_a_large_offset(system):
+    """An exact relation between two responses stays one at ``Y + 1e9``: the
+    threshold grows with the round-off the offset leaves in the projection
+    (existence.OFFSET_ROUNDOFF), not beyond it."""
+    Xs, Y, _ = system
+    Y = Y.copy()
+    Y[:, 1] = 2.0 * Y[:, 0] + Xs[0][:, 1] - 0.5 * Xs[1][:, 2]
+    for offset in (0.0, 1e9):
+        with pytest.raises(ValueError, match="no finite maximum: the responses of equation 0, "
+                                             "equation 1 satisfy an exact linear relation"):
+            als_gls(Xs, Y + offset, 2)
+
+
 def test_offset_fits_through_sur(system):
     """SUR: the same log-likelihood and slopes with and without the offset."""
     Xs, Y, _ = system

@@ -73,8 +73,12 @@ __all__ = ["ExactRelation", "ExistenceCheck", "exact_relation", "relation_at_ran
            "FLOOR_SHARE"]
 
 #: Relative singular value below which the projected responses are taken to
-#: be exactly dependent (columns scaled to unit norm).
+#: be exactly dependent (each response scaled to unit *centred* norm, so an
+#: offset such as ``Y + 1e9`` is no relation).  The threshold grows with the
+#: round-off an offset leaves in the projection: at least
+#: ``OFFSET_ROUNDOFF * max_j ||y_j|| / ||y_j - mean(y_j)||``.
 RELATION_RTOL = 1e-8
+OFFSET_ROUNDOFF = 1e4 * np.finfo(float).eps
 #: An equation takes part when its coordinate on the null space exceeds this.
 COORDINATE_TOL = 1e-6
 #: Skip the pruning when one round's SVD ``n P min(n, P)`` exceeds this (flops).
@@ -153,21 +157,41 @@ def _designs(problem: Problem, J, rows) -> np.ndarray:
     return np.concatenate([problem.X[j, sel, : problem.p[j]] for j in J], axis=1)
 
 
-def _projected_responses(problem: Problem, J, rows=None) -> np.ndarray:
-    """``(I - P_J) Y_J`` on ``rows`` with unit-norm columns of ``Y_J`` (n, |J|)."""
+def _response_scale(Y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For responses ``Y`` (n, m): the centred norm of each column, safe at any
+    representable scale (the uncentred norm for a constant column), and the
+    factor ``||y|| / ||y - mean(y)||`` by which an offset amplifies round-off."""
+    big = np.maximum(np.abs(Y).max(axis=0), np.finfo(float).tiny)
+    Z = Y / big
+    full = np.linalg.norm(Z, axis=0)
+    centred = np.linalg.norm(Z - Z.mean(axis=0), axis=0)
+    ok = centred > 0
+    scale = big * np.where(ok, centred, np.where(full > 0, full, 1.0))
+    return scale, np.where(ok, full / np.where(ok, centred, 1.0), 1.0)
+
+
+def _projected_responses(problem: Problem, J, rows=None) -> tuple[np.ndarray, float]:
+    """``(I - P_J) Y_J`` on ``rows`` with the columns of ``Y_J`` scaled to unit
+    centred norm (n, |J|), and the singular value below which it counts as
+    exactly dependent (:data:`RELATION_RTOL`, :data:`OFFSET_ROUNDOFF`)."""
     X = _unit_columns(_designs(problem, J, rows))
     U, s, _ = np.linalg.svd(X, full_matrices=False)
     r = int(np.sum(s > s[0] * max(X.shape) * np.finfo(float).eps)) if s.size else 0
     Y = problem.Yt[np.asarray(J)].T
-    Y = _unit_columns(Y if rows is None else Y[rows])
-    return Y - U[:, :r] @ (U[:, :r].T @ Y)
+    Y = Y if rows is None else Y[rows]
+    scale, offset = _response_scale(Y)
+    Y = Y / scale
+    tol = max(RELATION_RTOL, OFFSET_ROUNDOFF * float(offset.max()))
+    return Y - U[:, :r] @ (U[:, :r].T @ Y), tol
 
 
-def _null_space(R: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
-    """The null space of ``R`` (n, m) without an m x m basis: its dimension, the
+def _null_space(Rt: tuple[np.ndarray, float]) -> tuple[int, np.ndarray, np.ndarray]:
+    """The null space of ``R`` (n, m), given as ``(R, tol)``
+    (:func:`_projected_responses`), without an m x m basis: its dimension, the
     norm of each coordinate on it (m,) and a generic vector of it (m,)."""
+    R, tol = Rt
     _, s, Vt = np.linalg.svd(R, full_matrices=False)
-    Vr = Vt[: int(np.sum(s > RELATION_RTOL))]                # row space (r, m)
+    Vr = Vt[: int(np.sum(s > tol))]                           # row space (r, m)
     coord = np.sqrt(np.maximum(1.0 - np.einsum("rm,rm->m", Vr, Vr), 0.0))
     g = np.random.default_rng(0).standard_normal(R.shape[1])
     return R.shape[1] - Vr.shape[0], coord, g - Vr.T @ (Vr @ g)
@@ -176,8 +200,7 @@ def _null_space(R: np.ndarray) -> tuple[int, np.ndarray, np.ndarray]:
 def _relation(problem: Problem, J: np.ndarray, a: np.ndarray, rows, minimal=False):
     """The relation ``a`` (unit-column units) of ``J`` in the responses' units."""
     Y = problem.Yt[J] if rows is None else problem.Yt[J][:, rows]
-    big = np.maximum(np.abs(Y).max(axis=1), np.finfo(float).tiny)
-    c = big * np.linalg.norm(Y / big[:, None], axis=1)     # what _unit_columns divided by
+    c, _ = _response_scale(Y.T)                     # what _projected_responses divided by
     a = a / (c / c.max())
     n = problem.N if rows is None else rows.size
     return ExactRelation(J, a / np.max(np.abs(a)), n, minimal)
