@@ -151,3 +151,35 @@ def test_shared_design_kernels_equal_the_stacked_ones(rng, cov):
                                    rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(cov.solve(W, out=np.empty((K, N))), cov.solve(W),
                                rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("strength", [30.0, 3.0, 1.2])
+def test_top_eigenpairs_meet_rtol_verified_or_predicted(strength):
+    """Oracle: numpy's dense eigh of W W'.  With a warm start near the answer
+    the iteration may end on predicted accuracy (``predicted_rtol``); the
+    returned pairs must still meet ``rtol`` -- for strong factors (large gap
+    ratio: prediction used) and weak ones (prediction refused, verified)."""
+    from alsgls.core.ops import top_eigenpairs
+
+    rng = np.random.default_rng(7)
+    K, N, k = 300, 200, 3
+    L = rng.standard_normal((K, k)) * np.sqrt(strength / K) * np.array([3.0, 2.0, 1.0])
+    Rt = L @ rng.standard_normal((k, N)) * np.sqrt(N) + rng.standard_normal((K, N))
+    scale = 1.0 / np.sqrt(N * rng.uniform(0.8, 1.2, K))
+    W = scale[:, None] * Rt
+    ev, E = np.linalg.eigh(W @ W.T)
+    ev, E = ev[::-1][:k], E[:, ::-1][:, :k]
+    # a warm start: the exact basis at another scale (D moved by up to 30%)
+    _, _, basis, _ = top_eigenpairs(Rt, scale * rng.uniform(0.7, 1.3, K), k, basis=None,
+                                    rng=rng, maxiter=200, rtol=1e-12)
+    saved = 0
+    for rtol in (1e-3, 1e-4, 1e-5):
+        lam, U, _, it = top_eigenpairs(Rt, scale, k, basis=basis.copy(), rng=rng,
+                                       maxiter=200, rtol=rtol, predicted_rtol=1e-5)
+        res = np.linalg.norm(W @ (W.T @ U) - U * lam, axis=0)
+        assert np.all(res <= rtol * max(ev[0], 1.0)), (rtol, it, res)
+        np.testing.assert_allclose(lam, ev, rtol=10 * rtol)
+        verified = top_eigenpairs(Rt, scale, k, basis=basis.copy(), rng=rng, maxiter=200,
+                                  rtol=rtol)[3]
+        saved += verified - it
+    assert saved >= 1        # the prediction ended some solve an iteration early

@@ -38,6 +38,9 @@ DENSE_EIG_LIMIT = 64
 #: the D step's backtracking keeps every sweep monotone).
 EIG_RTOL = 1e-10
 EIG_RTOL_MAX = 1e-3
+#: At or above this tolerance (early sweeps) the subspace iteration may end on
+#: predicted rather than verified accuracy (``ops.top_eigenpairs``).
+PREDICTED_RTOL = 1e-5
 #: Memory of the Anderson acceleration of the D map, and its largest step in log D.
 ANDERSON_M = 3
 ANDERSON_MAX_STEP = 2.0
@@ -92,7 +95,8 @@ def _whitened_eigenpairs(st: _State, D: np.ndarray, k: int, rng: np.random.Gener
     loadings they give: ``(lam, F, subspace iterations)``; warm-starts ``st.basis``."""
     lam, U, st.basis, it = top_eigenpairs(
         st.Rt, 1.0 / np.sqrt(D * st.Rt.shape[1]), k, basis=st.basis, rng=rng,
-        maxiter=maxiter, rtol=rtol, oversample=OVERSAMPLE, dense_limit=DENSE_EIG_LIMIT)
+        maxiter=maxiter, rtol=rtol, oversample=OVERSAMPLE, dense_limit=DENSE_EIG_LIMIT,
+        predicted_rtol=PREDICTED_RTOL)
     return lam, lawley_loadings(U, lam, D), it
 
 
