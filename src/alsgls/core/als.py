@@ -303,7 +303,9 @@ def _first_factor_step(theta: np.ndarray | None, Rt: np.ndarray, s: np.ndarray, 
     """The state at ``(F, D) = (0, s)`` after one loose factor step."""
     st = _State(theta=theta, Rt=Rt, F=np.zeros((Rt.shape[0], k)), D=s.copy(),
                 floor=options.d_floor * s)
-    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(Rt, rowsq=Rt.shape[1] * st.variances())
+    # F = 0: the diagonal NLL, without a pass over R for the zero low-rank part
+    st.nll = LowRankCovariance(st.F[:, :0], st.D).nll_per_row(
+        Rt, rowsq=Rt.shape[1] * st.variances())
     ols_nll = st.nll
     _factor_step(st, k, options.d_floor, rng, options.eig_maxiter, EIG_RTOL_MAX)
     return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0))
