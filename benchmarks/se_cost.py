@@ -11,6 +11,10 @@ that fit, so a change of machine load hits every column alike) it times
 * ``model SEs``: ``res.bse`` (all P model-based standard errors);
 * ``robust SEs``: ``res.with_cov_type("robust").bse`` on fresh results (the
   model-based part included: nothing is shared with the previous column);
+* ``kernel SEs``: the same with ``cov_type="kernel"`` (Bartlett, automatic
+  bandwidth) on fresh results;
+* ``clustered SEs``: the same with ``cov_type="clustered"`` and ``--clusters``
+  (default 50) clusters of consecutive rows, on fresh results;
 * ``summary(10)``: ``res.summary(max_equations=10)`` on fresh results;
 
 and reports the best of the repeats as seconds and as multiples of the best
@@ -35,8 +39,12 @@ try:  # labelled outputs import pandas on first use: not part of what is timed
     import pandas  # noqa: F401
 except ImportError:
     pass
+from alsgls.stats.covariance import covariance_config
 from alsgls.stats.results import SURResults
 from alsgls.stats.system import SUR
+
+#: phase -> the cov_type of the results it times
+SANDWICHES = {"robust SEs": "robust", "kernel SEs": "kernel", "clustered SEs": "clustered"}
 
 
 def _timed(fn):
@@ -49,9 +57,15 @@ def _timed(fn):
     return out, dt, tracemalloc.get_traced_memory()[1] - base
 
 
-def _fresh(res: SURResults, cov_type: str = "unadjusted") -> SURResults:
-    """Results of the same fit with nothing computed (no shared covariance)."""
-    return SURResults(res.model, res.fit_result, cov_type=cov_type,
+def _fresh(res: SURResults, cov_type: str = "unadjusted", clusters: int = 50) -> SURResults:
+    """Results of the same fit with nothing computed (no shared covariance);
+    ``"clustered"`` with ``clusters`` groups of consecutive rows, ``"kernel"``
+    with the defaults (Bartlett, automatic bandwidth)."""
+    N = res.model.nobs
+    options = {"clusters": np.arange(N) * clusters // N} if cov_type == "clustered" else {}
+    config = (covariance_config(cov_type, N, **options)
+              if cov_type in ("kernel", "clustered") else None)
+    return SURResults(res.model, res.fit_result, cov_type=cov_type, cov_config=config,
                       residuals=res._Rt, method=res.method, se_options=res.se_options)
 
 
@@ -64,7 +78,10 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--se-method", default="auto")
     ap.add_argument("--se-tol", type=float, default=None)
-    ap.add_argument("--no-robust", action="store_true")
+    ap.add_argument("--clusters", type=int, default=50,
+                    help="groups of consecutive rows of the clustered phase")
+    ap.add_argument("--no-robust", action="store_true",
+                    help="skip the robust, kernel and clustered phases")
     a = ap.parse_args()
     Xs, Y, _ = simulate_sur(N=a.N, K=a.K, p=a.p, k=a.k, seed=0, intercept=True, x_common=0.5)
     mod = SUR.from_arrays(Xs, Y, rank=a.k)
@@ -72,9 +89,9 @@ def main() -> None:
     data = mod.data.X.nbytes + mod.data.Yt.nbytes
     print(f"K={a.K} N={a.N} p={a.p} k={a.k}  P={int(mod.data.p.sum())}  "
           f"data {data / 2**20:.0f} MiB (designs + responses)")
-    phases = ["fit", "model SEs", "robust SEs", "summary(10)"]
+    phases = ["fit", "model SEs", *SANDWICHES, "summary(10)"]
     if a.no_robust:
-        phases.remove("robust SEs")
+        phases = [ph for ph in phases if ph not in SANDWICHES]
     times = {ph: [] for ph in phases}
     peaks = {ph: [] for ph in phases}
     tracemalloc.start()
@@ -84,7 +101,7 @@ def main() -> None:
         times["fit"].append(dt)
         peaks["fit"].append(pk)
         for phase in phases[1:]:
-            fresh = _fresh(res, "robust" if phase == "robust SEs" else "unadjusted")
+            fresh = _fresh(res, SANDWICHES.get(phase, "unadjusted"), a.clusters)
             work = ((lambda r: r.summary(max_equations=10).as_text())
                     if phase == "summary(10)" else (lambda r: r.bse.to_numpy()))
             _, dt, pk = _timed(lambda r=fresh, w=work: w(r))

@@ -47,7 +47,8 @@ if TYPE_CHECKING:
 
 __all__ = ["CovarianceEstimator", "CovarianceConfig", "covariance_config", "ModelBased",
            "Robust", "Kernel", "Clustered", "COV_ESTIMATORS", "COV_ALIASES", "KERNELS",
-           "normalise_cov_type", "kernel_weights", "automatic_bandwidth"]
+           "normalise_cov_type", "kernel_weights", "automatic_bandwidth",
+           "standardized_score_sum", "series_bandwidth"]
 
 #: kernel spelling -> canonical kernel name (linearmodels' names, any case)
 KERNELS = {"bartlett": "bartlett", "newey-west": "bartlett", "parzen": "parzen",
@@ -63,6 +64,8 @@ _BANDWIDTH_RULE = {"bartlett": (1, 1.1447, 2 / 9), "parzen": (2, 2.6614, 4 / 25)
 #: up to this many lags ``H Omega`` is a loop of shifted adds (exact); beyond it
 #: an FFT convolution (``O(P N log N)``), e.g. for the untruncated QS kernel
 LAG_LOOP_MAX = 32
+#: Bytes of the per-chunk temporaries over equations (the clustered sums of H).
+_CHUNK_BYTES = 16 * 2**20
 
 
 class CovarianceEstimator(Protocol):
@@ -371,15 +374,61 @@ def automatic_bandwidth(moments: np.ndarray, kernel: str) -> int:
     with ``(q, c, a)`` = (1, 1.1447, 2/9) Bartlett, (2, 2.6614, 4/25) Parzen,
     (2, 1.3221, 2/25) QS.
     """
-    q, c, a = _BANDWIDTH_RULE[kernel]
-    N = moments.shape[1]
+    _pilot_lags(moments.shape[1], kernel)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        x = (moments / moments.std(axis=1)[:, None]).sum(axis=0)
+    return series_bandwidth(x, kernel)
+
+
+def _pilot_lags(N: int, kernel: str) -> int:
+    """The pilot lag count ``n`` of the automatic bandwidth; ValueError when
+    ``N`` is too small for it."""
+    a = _BANDWIDTH_RULE[kernel][2]
     n = int(np.ceil(4 * (N / 100) ** a))
     if n >= N - 1:
         need = next(t for t in range(2, 10**6) if int(np.ceil(4 * (t / 100) ** a)) < t - 1)
         raise ValueError(f"the automatic bandwidth of the {kernel!r} kernel needs at least "
                          f"{need} rows, got N = {N}: pass bandwidth= explicitly")
+    return n
+
+
+def standardized_score_sum(X: np.ndarray, U: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``x = sum_c g_c / sd(g_c)`` (N,) over the coefficients ``c = (j, a)`` of
+    ``mask``, for the scores ``g_(j,a),i = X[j, i, a] U[j, i]``: the series of
+    :func:`automatic_bandwidth`, computed from ``X`` and ``U`` without the (P, N)
+    scores (NaN where a coefficient's scores do not vary).  The variances are
+    ``E g^2 - (E g)^2`` (the scores' means vanish at the estimate), two-pass
+    where that would cancel.
+
+    Parameters
+    ----------
+    X : ndarray, shape (K, N, pmax)
+    U : ndarray, shape (K, N)
+    mask : ndarray of bool, shape (K, pmax)
+
+    Returns
+    -------
+    ndarray, shape (N,)
+    """
+    N = X.shape[1]
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        x = (moments / moments.std(axis=1)[:, None]).sum(axis=0)
+        mean = np.matmul(U[:, None, :], X)[:, 0] / N                   # (K, pmax)
+        msq = np.einsum("kna,kna,kn->ka", X, X, U * U) / N
+        var = msq - mean ** 2
+        # where the mean dominates (cancellation), the two-pass variance of np.std
+        for j, a in zip(*np.nonzero(mask & (var <= 1e-6 * msq))):
+            var[j, a] = (X[j, :, a] * U[j]).var()
+        w = np.where(mask, 1.0 / np.sqrt(var), 0.0)
+        return np.einsum("kn,kn->n", np.matmul(X, w[:, :, None])[:, :, 0], U)
+
+
+def series_bandwidth(x: np.ndarray, kernel: str) -> int:
+    """The Newey-West (1994) bandwidth of the summed standardised scores ``x``
+    (N,) (:func:`automatic_bandwidth`, :func:`standardized_score_sum`)."""
+    q, c, _ = _BANDWIDTH_RULE[kernel]
+    N = x.shape[0]
+    n = _pilot_lags(N, kernel)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         s = np.array([x @ x] + [x[j:] @ x[:-j] for j in range(1, n + 1)]) / N
         s0 = s[0] + 2.0 * s[1:].sum()
         sq = 2.0 * np.sum(s[1:] * np.arange(1, n + 1) ** q)
@@ -483,25 +532,40 @@ class Robust(ModelBased):
 
     @cached_property
     @single_blas_thread
-    def scores(self) -> np.ndarray:
-        """Per-row scores ``g_i`` as (K, pmax, N)."""
+    def row_residuals(self) -> np.ndarray:
+        """``w_i Sigma_{O_i}^-1 r_{i,O}`` per row (K, N): the scores are
+        ``g_i = X_i' u_i``, ``Gamma'[j, a, i] = X[j, i, a] u_ij``."""
         gls = self.gls
         if gls.Rt is None:
             raise ValueError(f"residuals are required for the {self.name} covariance")
         if self._shared is not None:
+            return self._shared.row_residuals
+        return gls.row_solve(gls.Rt)
+
+    @cached_property
+    @single_blas_thread
+    def scores(self) -> np.ndarray:
+        """Per-row scores ``g_i`` as (K, pmax, N)."""
+        U = self.row_residuals
+        if self._shared is not None:
             return self._shared.scores
-        return np.einsum("knp,kn->kpn", gls.X, gls.row_solve(gls.Rt))
+        X = self.gls.X
+        out = np.empty((X.shape[0], X.shape[2], X.shape[1]))
+        return np.multiply(X.transpose(0, 2, 1), U[:, None, :], out=out)
 
     @cached_property
     def factor(self) -> np.ndarray:
         """``H = A^-1 Gamma'`` (K, pmax, N): the sandwich is ``H Omega H'``.
 
-        Solved with the covariance's ``bread`` (its ``solve`` when it has none):
-        one pass for all ``N`` scores."""
-        scores = self.scores
+        Solved with the covariance's ``score_bread`` (the scores built batch by
+        batch from :attr:`row_residuals`, never all at once), else its
+        ``bread`` or ``solve`` of :attr:`scores`: one pass for all ``N`` scores."""
+        U = self.row_residuals
         if self._shared is not None:
             return self._shared.factor
-        return self._bread(scores)
+        if hasattr(self.gls, "score_bread") and "scores" not in vars(self):
+            return self.gls.score_bread(U)
+        return self._bread(self.scores)
 
     def _bread(self, Z: np.ndarray) -> np.ndarray:
         """``A^-1 Z`` as the sandwiches apply it (``gls.bread``, else ``gls.solve``)."""
@@ -573,10 +637,14 @@ class Kernel(Robust):
 
     @cached_property
     def bandwidth(self) -> float:
-        """The bandwidth in use (given, or automatic from the scores)."""
+        """The bandwidth in use (given, or automatic from the scores:
+        :func:`automatic_bandwidth` through :func:`standardized_score_sum`,
+        never holding the (P, N) scores)."""
         if self.config.bandwidth is not None:
             return self.config.bandwidth
-        return float(automatic_bandwidth(self.scores[self.gls.mask], self.kernel))
+        _pilot_lags(self.gls.N, self.kernel)       # too few rows: before any work
+        x = standardized_score_sum(self.gls.X, self.row_residuals, self.gls.mask)
+        return float(series_bandwidth(x, self.kernel))
 
     @cached_property
     def weights(self) -> np.ndarray:
@@ -592,6 +660,25 @@ class Kernel(Robust):
     def middle(self, H: np.ndarray) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """One term ``(1, H, H Omega)``."""
         return [(1.0, H, toeplitz_apply(H, self.weights))]
+
+    @cached_property
+    @single_blas_thread
+    def diagonal_blocks(self) -> np.ndarray:
+        """Diagonal blocks of ``H Omega H'`` (K, pmax, pmax), zero padding.
+
+        Up to :data:`LAG_LOOP_MAX` lags ``sum_l w_l (C_l + C_l')`` with the lag
+        products ``C_l = sum_t H_t H_(t-l)'`` (``C_0`` counted once): no copy of
+        ``H``; beyond, through :func:`toeplitz_apply`."""
+        w = self.weights
+        H = self.factor
+        N = H.shape[-1]
+        if len(w) - 1 > LAG_LOOP_MAX:
+            return super().diagonal_blocks
+        out = np.einsum("jan,jbn->jab", H, H)
+        for lag in range(1, min(len(w) - 1, N - 1) + 1):
+            C = np.einsum("jan,jbn->jab", H[..., lag:], H[..., :-lag])
+            out += w[lag] * (C + C.transpose(0, 2, 1))
+        return 0.5 * (out + out.transpose(0, 2, 1))
 
 
 class Clustered(Robust):
@@ -660,7 +747,14 @@ class Clustered(Robust):
         for s, codes, G in self.groupings:
             order = np.argsort(codes, kind="stable")
             starts = np.searchsorted(codes[order], np.arange(G))
-            Hc = np.add.reduceat(H[..., order], starts, axis=-1)
+            if np.array_equal(order, np.arange(len(order))):      # rows already grouped
+                Hc = np.add.reduceat(H, starts, axis=-1)
+            else:                    # gathered a chunk at a time: no copy of all of H
+                Hc = np.empty(H.shape[:-1] + (G,))
+                step = max(1, _CHUNK_BYTES // (8 * H[:1].size))
+                for a in range(0, H.shape[0], step):
+                    Hc[a:a + step] = np.add.reduceat(H[a:a + step][..., order], starts,
+                                                     axis=-1)
             out.append((s, Hc, Hc))
         return out
 

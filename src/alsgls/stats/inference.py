@@ -43,7 +43,10 @@ The heteroskedasticity-robust (sandwich) covariance
 ``A^-1 B A^-1`` with ``B = sum_i g_i g_i'``, ``g_i = X_i' Sigma^-1 r_i``, and
 any other estimator of :data:`alsgls.stats.covariance.COV_ESTIMATORS`, is
 built on this class: the sandwich estimators apply :meth:`GLSCovariance.bread`
-to the ``N`` scores (one product with ``M`` for all of them with Lanczos).
+to the ``N`` scores (:meth:`GLSCovariance.score_bread` builds them batch by
+batch from the row-solved residuals; with Lanczos one product with ``M`` for
+all of them, through the weighted Gram matrix of the designs when that is
+cheaper: :mod:`alsgls.stats.lanczos`).
 
 Missing responses and row weights (DESIGN.md section 6).  Row ``i`` observes
 the equations ``O_i`` and has weight ``w_i``; the observed-data information is
@@ -434,16 +437,24 @@ class GLSCovariance:
         Z = np.asarray(Z, dtype=np.float64)
         if not hasattr(self.strategy, "galerkin_solve"):
             return self.solve(Z)
+        return self._galerkin_columns(Z.shape[2], lambda bs: np.array(Z[:, :, bs]))
 
+    def score_bread(self, U: np.ndarray) -> np.ndarray:
+        """:meth:`bread` of the ``N`` scores ``Gamma'[j, a, i] = X[j, i, a] U[j, i]``
+        (``U`` (K, N) the row-solved residuals), each batch of scores built
+        as it is solved: the (K, pmax, N) scores are never held."""
+        if not hasattr(self.strategy, "galerkin_solve"):
+            Z = np.empty((self.K, self.pmax, self.N))
+            return self.bread(np.multiply(self.X.transpose(0, 2, 1), U[:, None, :], out=Z))
+        Xt = self.X.transpose(0, 2, 1)
+        return self._galerkin_columns(self.N, lambda bs: Xt[:, :, bs] * U[:, None, bs])
+
+    def _galerkin_columns(self, m: int, columns: Callable[[slice], np.ndarray]) -> np.ndarray:
+        """The Galerkin operator applied to ``m`` columns ``columns(batch)`` (a new
+        array each call), batch by batch (:meth:`LanczosCorrection.galerkin_columns`)."""
         self._computed()                            # the basis (and its certificate)
-
-        def compute() -> np.ndarray:
-            out = np.empty(Z.shape)
-            for bs in self.factors.batches(Z.shape[2]):
-                out[:, :, bs] = self.strategy.galerkin_solve(Z[:, :, bs])
-                self.strategy.progress(f"scores {bs.stop} of {Z.shape[2]}")
-            return out
-        return self._restrict(self._run("sandwich bread", compute))
+        return self._restrict(self._run(
+            "sandwich bread", lambda: self.strategy.galerkin_columns(m, columns)))
 
     @property
     def bread_error(self) -> float:

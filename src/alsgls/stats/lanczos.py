@@ -2,8 +2,9 @@
 
 The strategy :class:`LanczosCorrection` of
 :class:`alsgls.stats.inference.GLSCovariance`; it uses only the public
-operators of :class:`alsgls.stats.factors.DesignFactors` (``apply_M``,
-``M_diag``, ``tt``, ``T``, ``mask``, ``apply_T``, ``apply_Tt``); notation as in
+operators and attributes of :class:`alsgls.stats.factors.DesignFactors`
+(``apply_M``, ``M_diag``, ``tt``, ``T``, ``mask``, ``apply_T``, ``apply_Tt``,
+and for :class:`MOperator` ``X``, ``E``, ``obs``, ``batches``); notation as in
 :mod:`alsgls.stats.inference`.
 
 The ``N k x N k`` Woodbury core is never formed.  In the whitened
@@ -47,6 +48,18 @@ Many right-hand sides at once (the ``N`` scores of the sandwich estimators)
 use the Galerkin operator itself, one product with ``M``
 (:meth:`LanczosCorrection.galerkin_solve`), whose error is bounded by the
 same certificate.  Memory is ``O(P s)`` beyond the factors.
+
+Without missing responses ``M`` is applied by :class:`MOperator`
+(``M y = T' U U' T y`` with ``A = Delta - U U'``, ``U = X'(E (x) I_N)``): a
+column that every equation shares (an intercept) enters ``U U'`` as rank-one
+terms, the other ``P_r`` columns through two GEMMs with a ``(P_r, N)`` copy
+of them -- ``4 N k P_r`` flops per vector.  For the ``N`` scores at once
+(:meth:`LanczosCorrection.galerkin_columns`) ``U U'`` on those columns is
+``(X_r X_r') * (E_r E_r')``; formed block by block (single precision, each
+block once, ``P_r^2 N`` flops) and applied to all ``N`` columns
+(``2 P_r^2 N``) it is cheaper than the two GEMMs (``4 N^2 k P_r``) while
+``P_r`` is below about ``4 N k / 3``.  Both apply the same operator
+(rounding aside), so the certificate covers both.
 """
 
 from __future__ import annotations
@@ -58,6 +71,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, eigh, eigvalsh, solve_triangular
+from scipy.linalg.blas import sgemm, ssymm, ssyrk
 
 from .._threads import single_blas_thread
 from .._warnings import warn
@@ -71,10 +85,12 @@ if TYPE_CHECKING:
 __all__ = [
     "EigenCorrectionInfo",
     "LanczosCorrection",
+    "MOperator",
     "SolveInfo",
     "check_options",
     "kw_shortfall",
     "norm_bound",
+    "shared_columns",
 ]
 
 #: Default bound on the relative error of every model-based variance:
@@ -113,6 +129,189 @@ GALERKIN_SINGLE = True
 #: ... but only when the operator's certified error ``beta`` exceeds this (a
 #: basis spanning the whole space is exact: then everything runs in double).
 SINGLE_MIN_ERROR = 1e-6
+
+
+def shared_columns(X: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Columns that every equation's design holds (an intercept in every equation,
+    a regressor common to all): ``(n_s, K)`` flat indices ``j pmax + slot`` of
+    each shared vector in every equation (``n_s`` may be 0).
+
+    Parameters
+    ----------
+    X : ndarray, shape (K, N, pmax)
+        The (masked, weighted) designs.
+    mask : ndarray of bool, shape (K, pmax)
+        True where a coefficient exists.
+
+    Notes
+    -----
+    A column counts as shared only when it is bit-for-bit the same vector in
+    every equation (then ``V`` restricted to it has rank one in the rows); the
+    candidates are the columns of the first equation, screened on a few rows first.
+    """
+    K, N, pmax = X.shape
+    if K < 2:
+        return np.zeros((0, K), dtype=np.int64)
+    head = min(N, 8)
+    used = ~mask.copy()
+    found = []
+    eqs = np.arange(K)
+    for a in np.flatnonzero(mask[0]):
+        c = X[0, :, a]
+        hit = np.all(X[:, :head, :] == c[None, :head, None], axis=1) & ~used
+        if not hit.any(axis=1).all():
+            continue
+        slot = np.argmax(hit, axis=1)                       # the first match per equation
+        if not np.array_equal(X[eqs, :, slot], np.broadcast_to(c, (K, N))):
+            hit &= np.all(X == c[None, :, None], axis=1)    # a later slot may match
+            if not hit.any(axis=1).all():
+                continue
+            slot = np.argmax(hit, axis=1)
+        used[eqs, slot] = True
+        found.append(eqs * pmax + slot)
+    return np.array(found, dtype=np.int64).reshape(len(found), K)
+
+
+#: Largest block side of :meth:`MOperator.gram_rest` (single-precision blocks of
+#: at most 16 MiB: few, large GEMMs)
+GRAM_BLOCK = 2048
+#: Bytes of each (K pmax, batch) double temporary of the Gram form's passes.
+PASS_BYTES = 2 * 2**20
+
+
+class MOperator:
+    """``M = V'V`` applied to many vectors (unmasked designs), with the columns
+    every equation shares (:func:`shared_columns`) as rank-one terms.
+
+    In ``(V z)_(l, i) = sum_j e_jl x_ij' T_j z_j`` a column ``c`` shared by every
+    equation contributes ``c_i sum_j e_jl (T_j z_j)_slot``: one product with
+    ``E'`` instead of a row of the GEMM, and the same on the way back.  The
+    other columns go through two GEMMs with one copy of them laid out
+    ``(P_rest, N)`` (double, and single precision for ``single=True``).  With an
+    intercept in each of ``p`` regressors this is ``1/p`` of the flops less;
+    with none shared it is :meth:`DesignFactors.apply_M`'s two GEMMs.
+
+    Parameters
+    ----------
+    factors : DesignFactors
+        Without a mask (``factors.obs is None``) and with ``k > 0``.
+    """
+
+    def __init__(self, factors: DesignFactors) -> None:
+        f = self.factors = factors
+        self.shared = shared_columns(f.X, f.mask)                      # (n_s, K)
+        rest = f.mask.ravel().copy()
+        rest[self.shared.ravel()] = False
+        self.rest = np.flatnonzero(rest)                                # (P_rest,)
+        self.E_rest = np.ascontiguousarray(f.E[self.rest // f.pmax])     # (P_rest, k)
+        self.C = self._columns(self.shared[:, 0], np.float64)           # (n_s, N)
+
+    def _columns(self, idx: np.ndarray, dtype: type) -> np.ndarray:
+        """Design columns at flat indices ``idx`` as rows ``(len(idx), N)``."""
+        f = self.factors
+        out = np.empty((len(idx), f.N), dtype=dtype)
+        for s in range(0, len(idx), 1024):                   # no temporary of the designs
+            sl = idx[s:s + 1024]
+            out[s:s + 1024] = f.X[sl // f.pmax, :, sl % f.pmax]
+        return out
+
+    @cached_property
+    def X_rest(self) -> np.ndarray:
+        """The columns not shared, ``(P_rest, N)`` contiguous, double."""
+        return self._columns(self.rest, np.float64)
+
+    # -- the Gram form, for many columns at once ------------------------------------
+    def gram_cheaper(self, m: int) -> bool:
+        """Whether ``U U'`` on ``m`` columns at once costs fewer flops through the
+        weighted Gram matrix ``(X_r X_r') * (E_r E_r')`` of the columns not
+        shared (``P_r^2 N`` to form, by blocks, ``2 P_r^2 m`` to apply) than
+        through the two GEMMs of the factor form (``4 N k P_r m``): for
+        ``m = N``, when ``P_r`` is below about ``4 N k / 3``."""
+        f = self.factors
+        P, N = len(self.rest), f.N
+        gram = P * P * N + P * min(P, GRAM_BLOCK) * N + 2.0 * P * P * m
+        return gram < 0.8 * (4.0 * N * f.k * P * m)
+
+    def gram_rest(self, Zr: np.ndarray) -> np.ndarray:
+        """``[(X_r X_r') * (E_r E_r')] z_r`` for Zr (P_r, m) single precision, by
+        ``GRAM_BLOCK``-square blocks of the symmetric Gram matrix, each formed
+        once (single precision): never ``P_r x P_r`` at once."""
+        X, E = self.X_rest_single, self.E_rest.astype(np.float32)
+        P = len(self.rest)
+        b = -(-P // -(-P // GRAM_BLOCK))                         # equal blocks
+        Y = np.zeros_like(Zr)
+
+        def weigh(G: np.ndarray, ER: np.ndarray, EC: np.ndarray) -> None:
+            for a in range(0, G.shape[0], 256):                 # G *= ER EC', by rows
+                G[a:a + 256] *= ER[a:a + 256] @ EC.T
+
+        for r in range(0, P, b):
+            R = slice(r, r + b)
+            # Y_R += G Z_C and Y_C += G' Z_R in place (transposed: Fortran order)
+            G = ssyrk(1.0, X[R], lower=1)         # diagonal block: lower triangle, Fortran
+            weigh(G.T, E[R], E[R])                              # symmetric weights
+            ssymm(1.0, G, Zr[R].T, beta=1.0, c=Y[R].T, side=1, lower=1, overwrite_c=1)
+            del G                                               # one block at a time
+            for c in range(0, r, b):
+                C = slice(c, c + b)
+                G = X[R] @ X[C].T
+                weigh(G, E[R], E[C])
+                sgemm(1.0, Zr[C].T, G.T, beta=1.0, c=Y[R].T, overwrite_c=1)
+                sgemm(1.0, Zr[R].T, G.T, beta=1.0, c=Y[C].T, overwrite_c=1, trans_b=1)
+                del G
+        return Y
+
+    @cached_property
+    def shared_rest(self) -> np.ndarray:
+        """``E_r * (X_r c_s)`` (n_s, P_r, k): how the shared columns meet the others
+        in ``U U'`` (the cross terms of the Gram form)."""
+        a = self.X_rest @ self.C.T                                      # (P_r, n_s)
+        return self.E_rest[None, :, :] * a.T[:, :, None]
+
+    @cached_property
+    def X_rest_single(self) -> np.ndarray:
+        """:attr:`X_rest` in single precision."""
+        return self._columns(self.rest, np.float32)
+
+    def __call__(self, Y: np.ndarray, single: bool = False) -> np.ndarray:
+        """``M y`` for flat padded Y (K*pmax, m) -> (K*pmax, m), in batches of
+        columns; ``single``: the two GEMMs in single precision (the shared
+        columns' rank-one terms stay in double)."""
+        f = self.factors
+        n, m = Y.shape
+        out = np.empty((n, m))
+        for bs in f.batches(m):
+            Z = f.apply_T(Y[:, bs].reshape(f.K, f.pmax, -1)).reshape(n, -1)
+            U = self.low_rank(Z, single)
+            out[:, bs] = f.apply_Tt(U.reshape(f.K, f.pmax, -1)).reshape(n, -1)
+        return out
+
+    def low_rank(self, Z: np.ndarray, single: bool = False) -> np.ndarray:
+        """``U U' z = [sum_l e_jl X_j' (sum_j' e_j'l X_j' z_j')]_j`` for flat Z
+        (K*pmax, m), padding zero: the low-rank part of ``A = Delta - U U'``
+        (so ``M y = T' U U' T y``); flat (K*pmax, m), padding zero."""
+        f = self.factors
+        E, k, m = f.E, f.k, Z.shape[1]
+        Er, rest = self.E_rest, self.rest
+        dt = np.float32 if single else np.float64
+        Xr = self.X_rest_single if single else self.X_rest
+        # forward: W (N, k m) = X_rest' (E_rest (x) z_rest) + sum_s c_s (E' z_s)
+        Bop = np.empty((len(rest), k, m), dtype=dt)
+        np.multiply(Er[:, :, None], Z[rest][:, None, :], out=Bop, casting="same_kind")
+        W = (Xr.T @ Bop.reshape(len(rest), k * m)).astype(np.float64, copy=False)
+        del Bop
+        for c, idx in zip(self.C, self.shared):
+            W += np.multiply.outer(c, (E.T @ Z[idx]).ravel())
+        # backward: U_rest = sum_l e_jl X_rest W_l; U_s = E (c_s' W)
+        Uop = (Xr @ W.astype(dt, copy=False)).reshape(len(rest), k, m)
+        out = np.zeros((f.K * f.pmax, m))
+        acc = Er[:, 0, None] * Uop[:, 0, :]
+        for l in range(1, k):
+            acc += Er[:, l, None] * Uop[:, l, :]
+        out[rest] = acc
+        for c, idx in zip(self.C, self.shared):
+            out[idx] = E @ (c @ W).reshape(k, m)
+        return out
 
 
 def check_options(tol: Any, max_rank: Any, rtol: Any) -> tuple[float, int, float]:
@@ -318,6 +517,15 @@ class LanczosCorrection:
         if self.progress is not None:
             self.progress(message)
 
+    @cached_property
+    def apply_M(self) -> Any:
+        """``M y`` for flat Y (K*pmax, m): :class:`MOperator` without a mask,
+        else the factors' own ``apply_M``."""
+        f = self.factors
+        if f.obs is None and f.k > 0 and hasattr(f, "X"):
+            return MOperator(f)
+        return f.apply_M
+
     # -- the Krylov basis -------------------------------------------------------
     def _orth_block(self, W: np.ndarray, basis: np.ndarray, rng) -> np.ndarray:
         """Orthonormal columns spanning W after projecting out ``basis``; columns
@@ -380,7 +588,7 @@ class LanczosCorrection:
 
         def op(B):
             B = B - Y @ (Y.T @ B)
-            MB = f.apply_M(B)
+            MB = self.apply_M(B)
             return MB - Y @ (Y.T @ MB)
 
         blk = orthonormalize(rng.standard_normal((fm.size, m)) * fm, Y)
@@ -439,7 +647,7 @@ class LanczosCorrection:
                 c = min(s_max, 2 * Zb.shape[1])
                 Zb, MZ = (np.hstack([A[:, :s], np.zeros((n, c - s))]) for A in (Zb, MZ))
             Zb[:, s:s + m] = blk
-            MZ[:, s:s + m] = f.apply_M(blk)
+            MZ[:, s:s + m] = self.apply_M(blk)
             s, matvecs = s + m, matvecs + m
             ritz = self._ritz(Zb[:, :s], MZ[:, :s])
             r, estimate = self._estimate(ritz)
@@ -512,12 +720,91 @@ class LanczosCorrection:
         times ``T T'`` (the whitened identity).
         """
         f, e = self.factors, self._krylov
-        B = f.apply_Tt(Z).reshape(f.K * f.pmax, -1)
         # single precision only where the operator's own error dominates rounding
-        out = f.apply_M(B, single=GALERKIN_SINGLE and e.beta > SINGLE_MIN_ERROR)
+        single = GALERKIN_SINGLE and e.beta > SINGLE_MIN_ERROR
+        n, m = f.K * f.pmax, Z.shape[2]
+        if isinstance(self.apply_M, MOperator):
+            # T (I + M) T' = Delta^-1 + Delta^-1 U U' Delta^-1: one product with U U'
+            Dinv, TMZ = self._galerkin_factors
+            Y = np.matmul(Dinv, Z)
+            out = self.apply_M.low_rank(Y.reshape(n, m), single).reshape(f.K, f.pmax, m)
+            out += Z
+            Y = np.matmul(Dinv, out, out=Y).reshape(n, m)
+            Y += TMZ @ cho_solve(e.core, TMZ.T @ Z.reshape(n, m))
+            return Y.reshape(f.K, f.pmax, m)
+        B = f.apply_Tt(Z).reshape(n, m)
+        out = self.apply_M(B, single=single)
         out += B
         out += e.MZ @ cho_solve(e.core, e.MZ.T @ B)
         return f.apply_T(out.reshape(f.K, f.pmax, -1))
+
+    @single_blas_thread
+    def galerkin_columns(self, m: int, columns: Any) -> np.ndarray:
+        """:meth:`galerkin_solve` of ``m`` columns given batch by batch,
+        ``columns(batch)`` returning a new (K, pmax, len(batch)) array: (K, pmax, m).
+
+        When the Gram form of ``U U'`` is cheaper for all ``m`` columns at once
+        (:meth:`MOperator.gram_cheaper`: few coefficients beside the shared
+        columns for the rows), two passes over the batches: the first gathers
+        ``Delta^-1 z`` of every column (single precision), one product with the
+        weighted Gram matrix serves them all, the second assembles the columns.
+        The same operator as :meth:`galerkin_solve`, rounding aside."""
+        f, e = self.factors, self._krylov
+        op = self.apply_M
+        single = GALERKIN_SINGLE and e.beta > SINGLE_MIN_ERROR
+        if not (single and isinstance(op, MOperator) and op.gram_cheaper(m)):
+            out = np.empty((f.K, f.pmax, m))
+            for bs in f.batches(m):
+                out[:, :, bs] = self.galerkin_solve(columns(bs))
+                self._report(f"scores {bs.stop} of {m}")
+            return out
+        n, K, p = f.K * f.pmax, f.K, f.pmax
+        step = max(32, PASS_BYTES // (8 * n))                   # columns per pass batch
+        batches = [slice(a, min(a + step, m)) for a in range(0, m, step)]
+        Dinv, TMZ = self._galerkin_factors
+        rest, E = op.rest, f.E
+        out = np.empty((K, p, m))                             # Delta^-1 z, then H
+        Zr = np.empty((len(rest), m), dtype=np.float32)
+        Ys = np.empty((len(op.shared), f.k, m))                # E' (Delta^-1 z)_shared
+        coef = np.empty((TMZ.shape[1], m))                     # (I - H)^-1 (T MZ)' z
+        for bs in batches:
+            Z = columns(bs)
+            coef[:, bs] = cho_solve(e.core, TMZ.T @ Z.reshape(n, -1))
+            Y = np.matmul(Dinv, Z)
+            out[:, :, bs] = Y
+            Y = Y.reshape(n, -1)
+            Zr[:, bs] = Y[rest]
+            for s, idx in enumerate(op.shared):
+                Ys[s][:, bs] = E.T @ Y[idx]
+        self._report(f"scores: {m} gathered")
+        Yr = op.gram_rest(Zr)                                  # U U' on the rest x rest
+        W = op.shared_rest
+        cc = op.C @ op.C.T
+        Vs = np.empty((len(op.shared), f.k, m))              # c_s' W: U U' = E (c_s' W)
+        for s in range(len(op.shared)):
+            Ws = W[s].T.astype(np.float32)                     # (k, P_r), Fortran order
+            sgemm(1.0, Ys[s].T.astype(np.float32), Ws, beta=1.0, c=Yr.T, overwrite_c=1)
+            Vs[s] = (Ws @ Zr) + np.einsum("t,tlm->lm", cc[s], Ys)
+        del Zr
+        self._report(f"scores: {m} through the Gram matrix")
+        for bs in batches:               # H = Delta^-1 z + Delta^-1 U U' (Delta^-1 z) + ...
+            D = np.zeros((n, bs.stop - bs.start))
+            D[rest] = Yr[:, bs]
+            for s, idx in enumerate(op.shared):
+                D[idx] = E @ Vs[s][:, bs]
+            H = np.matmul(Dinv, D.reshape(K, p, -1))
+            H += (TMZ @ coef[:, bs]).reshape(K, p, -1)
+            out[:, :, bs] += H
+            self._report(f"scores {bs.stop} of {m}")
+        return out
+
+    @cached_property
+    def _galerkin_factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``Delta^-1 = T T'`` (K, pmax, pmax) and ``T (MZ)`` (K*pmax, s)."""
+        f, e = self.factors, self._krylov
+        Dinv = np.matmul(f.T, f.T.transpose(0, 2, 1))
+        TMZ = f.apply_T(e.MZ.reshape(f.K, f.pmax, -1)).reshape(f.K * f.pmax, -1)
+        return Dinv, TMZ
 
     @property
     def galerkin_error(self) -> float:
@@ -556,7 +843,7 @@ class LanczosCorrection:
         act = np.linalg.norm(r, axis=0) > self.rtol * bnorm
         it = 0
         while act.any() and it < maxiter:
-            q = d[:, act] - self.factors.apply_M(d[:, act])
+            q = d[:, act] - self.apply_M(d[:, act])
             dq = np.einsum("nm,nm->m", d[:, act], q)
             if np.any(dq <= 0):
                 raise FloatingPointError(
