@@ -57,6 +57,7 @@ import numpy as np
 
 from .._warnings import warn
 from ..exceptions import ConvergenceWarning
+from ._backend import materialize, persist
 from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als name)
     DENSE_EIG_LIMIT,
     EIG_RTOL,
@@ -144,6 +145,7 @@ def _beta_step(
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
                              on_step, project)
+    st.Rt = persist(st.Rt)      # Dask: the updated residuals evaluated once, kept distributed
     return info, cov
 
 
@@ -204,7 +206,7 @@ class _BetaBlock:
         if self.restriction is not None:
             theta = self.restriction.block_metric(self.gram_inv).feasible(theta)
         self.st.theta = theta
-        self.st.Rt = self.problem.Yt - design_matvec(self.problem.X, theta)
+        self.st.Rt = persist(self.problem.Yt - design_matvec(self.problem.X, theta))
 
 
 @dataclass
@@ -529,7 +531,7 @@ def _unrestricted_sigma(st: _State, k: int, options: SolverOptions,
     N = st.Rt.shape[1]
     s = _residual_variances(st.Rt)
     W = st.Rt / np.sqrt(N * s)[:, None]
-    lam_min = float(np.linalg.eigvalsh(W @ W.T)[0])
+    lam_min = float(np.linalg.eigvalsh(materialize(W @ W.T))[0])
     if not lam_min > options.d_floor:
         return False
     D = lam_min * s

@@ -66,6 +66,7 @@ from math import comb
 
 import numpy as np
 
+from ._backend import is_lazy
 from .problem import Problem
 
 __all__ = ["ExactRelation", "ExistenceCheck", "exact_relation", "relation_at_rank",
@@ -277,6 +278,8 @@ def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = N
     """
     if k <= 0 or problem.K < 2:
         return ExistenceCheck(None, True)     # k = 0: exact fits are refused earlier
+    if is_lazy(problem.Yt):     # Dask data: reduced statistics, gathered candidates
+        return problem.relation_at_rank(k, candidates)
     if candidates is not None:
         return _smallest(problem, np.asarray(candidates, dtype=int), k + 1)
     rel = _identical_pair(problem)
@@ -362,6 +365,8 @@ def _cause(problem: Problem, rel: ExactRelation, names: list) -> str:
 
 def describe(problem: Problem, rel: ExactRelation, k: int | None = None) -> str:
     """The message that refuses a rank-``k`` fit (default ``K - 1``) with ``rel``."""
+    if is_lazy(problem.Yt):     # Dask data: the equations of rel, gathered
+        problem, rel = problem.gathered(rel)
     K = problem.K
     k = K - 1 if k is None else k
     names = [problem.equation(int(j)) for j in rel.equations]

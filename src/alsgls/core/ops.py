@@ -23,6 +23,8 @@ import numpy as np
 from scipy.linalg import eigh, solve_triangular
 from scipy.sparse.linalg import LinearOperator
 
+from ._backend import gram_top_eigenpairs, is_broadcast, is_lazy, materialize
+
 __all__ = [
     "gls_pcg",
     "LowRankCovariance",
@@ -289,6 +291,9 @@ def top_eigenpairs(
     K, N = Rt.shape
     b = min(k + oversample, K, N)
     if min(K, N) <= max(dense_limit, 2 * b):
+        if is_lazy(Rt):
+            lam, U = gram_top_eigenpairs(Rt, scale, k)
+            return lam, U, None, 0
         U, s, _ = np.linalg.svd(scale[:, None] * Rt, full_matrices=False)
         return s[:k] ** 2, U[:, :k], None, 0
     if basis is None or basis.shape[1] != b:
@@ -297,7 +302,7 @@ def top_eigenpairs(
     sc = scale[:, None]
     lam = np.zeros(b)
     for it in range(1, maxiter + 1):
-        Z = sc * (Rt @ (Rt.T @ (sc * V)))
+        Z = materialize(sc * (Rt @ (Rt.T @ (sc * V))))     # (K, b): one pass over Rt
         lam, S = np.linalg.eigh(V.T @ Z)
         lam, S = lam[::-1], S[:, ::-1]
         V, Z = V @ S, Z @ S
@@ -377,7 +382,7 @@ def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
     each item is far below OpenBLAS's threading threshold).  A design shared
     by every equation (a zero-stride view) is one GEMM ``theta X0'``.
     """
-    if X.strides[0] == 0 and X.shape[0] > 1:
+    if is_broadcast(X):
         return theta[:, : X.shape[2]] @ X[0].T
     return (X @ theta[:, :, None])[:, :, 0]
 
@@ -385,7 +390,7 @@ def design_matvec(X: np.ndarray, theta: np.ndarray) -> np.ndarray:
 def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p); one GEMM
     ``W X0`` for a design shared by every equation (a zero-stride view)."""
-    if X.strides[0] == 0 and X.shape[0] > 1:
+    if is_broadcast(X):
         return W @ X[0]
     return (W[:, None, :] @ X)[:, 0, :]
 
@@ -400,13 +405,13 @@ def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray) -> np.nd
     g = design_rmatvec(X, Rt) / cov.D[:, None]
     if cov.k:
         g -= _low_rank_part(X, cov.G, cov.G.T @ Rt)
-    return g
+    return materialize(g)       # Dask: the (K, p) gradient in one pass
 
 
 def _low_rank_part(X: np.ndarray, G: np.ndarray, Z: np.ndarray) -> np.ndarray:
     """``(X_j' Z') G_j'`` for every equation, ``Z`` (k, N): (K, p).  One stacked
     pass over X, or two small GEMMs for a design shared by every equation."""
-    if X.strides[0] == 0 and X.shape[0] > 1:
+    if is_broadcast(X):
         return G @ (X[0].T @ Z.T).T
     H = X.transpose(0, 2, 1) @ Z.T                            # (K, p, k)
     return np.einsum("kpl,kl->kp", H, G)
@@ -426,7 +431,7 @@ def normal_matvec(
     U = design_matvec(X, V)
     Av = (gram @ V[:, :, None])[:, :, 0] / cov.D[:, None]
     if cov.k:
-        Av -= _low_rank_part(X, cov.G, cov.G.T @ U)
+        Av -= materialize(_low_rank_part(X, cov.G, cov.G.T @ U))   # Dask: U stays lazy
     return Av, U
 
 
