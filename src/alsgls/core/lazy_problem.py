@@ -53,6 +53,11 @@ __all__ = ["LazyProblem", "LazySums", "build_lazy_problem", "lazy_fitted_means",
            "check_chunks"]
 
 
+#: The existence check of a Dask problem before the fit factors ``[X, Y]``
+#: (N x (P + K)) only up to this many columns (its R factor: 8 (P + K)^2 bytes).
+SKETCH_COLUMNS = 2048
+
+
 @dataclass(frozen=True)
 class LazySums:
     """The per-equation reductions of the validation pass (NumPy, small).
@@ -155,7 +160,9 @@ class LazyProblem(Problem):
 
         Before a fit (``candidates`` None): two equations with bit-identical
         responses, from the hashes of the validation pass (then verified);
-        otherwise undecided, so the dispatcher checks the fit's end point.
+        then, where the in-memory check would search, the same search on the
+        R factor of ``[X_1 ... X_K, Y]`` (:meth:`_sketch`); otherwise
+        undecided, so the dispatcher checks the fit's end point.
         After it (the equations at the floor): the exact search on those
         equations' data, gathered (``len(candidates) x N x (p + 1)`` numbers).
         """
@@ -163,16 +170,57 @@ class LazyProblem(Problem):
 
         if candidates is None:
             pair = self._identical_pair()
-            if pair is None:
-                return ExistenceCheck(None, False)
-            return ExistenceCheck(ExactRelation(pair, np.array([1.0, -1.0]), self.N, True),
-                                  True)
+            if pair is not None:
+                return ExistenceCheck(ExactRelation(pair, np.array([1.0, -1.0]), self.N,
+                                                    True), True)
+            sketch = self._sketch(k)
+            return ExistenceCheck(None, False) if sketch is None else relation_at_rank(sketch, k)
         C = np.asarray(candidates, dtype=int)
         check = relation_at_rank(self._gather(C), k, candidates=np.arange(C.size))
         if check.relation is None:
             return check
         rel = dataclasses.replace(check.relation, equations=C[check.relation.equations])
         return ExistenceCheck(rel, check.decided)
+
+    def _sketch(self, k: int) -> "_Gathered | None":
+        """An in-memory stand-in with the same existence answer: the designs and
+        responses replaced by the columns of the R factor of the stacked
+        ``A = [X_1 ... X_K, Y]`` (N x (P + K); one shared design once).
+
+        ``A = Q R`` with orthonormal ``Q``, so every quantity the search uses
+        -- column norms, projections onto spans of columns, null spaces and
+        singular values of column subsets -- is the same on ``R``'s
+        ``min(N, P + K)`` rows, to the backward error of Householder QR.  R
+        comes from a map-reduce over row chunks (TSQR, one pass).  None --
+        undecided -- where the in-memory check would not search either, or
+        where ``N (P + K)^2`` exceeds its budget or ``P + K`` exceeds
+        :data:`SKETCH_COLUMNS`.
+        """
+        from .existence import EXISTENCE_CHECK_FLOPS, SUBSET_BUDGET, _subsets
+
+        K, N, p = self.K, self.N, self.pmax
+        regressors = p if self.shared else min(N, K * p)
+        if k < K - 1 and regressors + K > N and _subsets(K, k + 1) > SUBSET_BUDGET:
+            return None
+        cols = (p if self.shared else K * p) + K
+        if cols > SKETCH_COLUMNS or float(N) * cols * cols > EXISTENCE_CHECK_FLOPS:
+            return None
+        da = require_dask()
+        X = self.X[0] if self.shared else self.X.transpose(1, 0, 2).reshape(N, K * p)
+        A = da.concatenate([X, self.Yt.T], axis=1).rechunk({1: -1})
+        Rb = A.map_blocks(lambda b: np.linalg.qr(b, mode="r"), dtype=np.float64,
+                          chunks=(tuple(min(c, cols) for c in A.chunks[0]), (cols,)))
+        R = np.linalg.qr(materialize(Rb), mode="r")
+        m = R.shape[0]
+        if self.shared:
+            Xr = np.broadcast_to(R[:, :p], (K, m, p))
+        else:
+            Xr = np.ascontiguousarray(R[:, : K * p].reshape(m, K, p).transpose(1, 0, 2))
+        return _Gathered(
+            X=_readonly(Xr), Yt=_readonly(np.ascontiguousarray(R[:, -K:].T)),
+            layout=self.layout, gram=self.gram, labels=self.labels, rows=self.rows,
+            n_rows_in=self.n_rows_in, names=tuple(self.equation(j) for j in range(K)),
+            parent_K=K, parent_N=N)
 
     def gathered(self, rel):
         """The equations of the relation ``rel`` as an in-memory problem (named
@@ -208,10 +256,15 @@ class _Gathered(Problem):
 
     names: tuple = ()
     parent_K: int = 0
+    parent_N: int = 0
 
     @property
     def K(self) -> int:
         return self.parent_K
+
+    @property
+    def N(self) -> int:
+        return self.parent_N or self.Yt.shape[1]
 
     def equation(self, j: int) -> str:
         return self.names[j]
