@@ -40,12 +40,31 @@ def is_lazy(a: Any) -> bool:
     return type(a) is not np.ndarray and hasattr(a, "__dask_graph__")
 
 
+#: Values of the last few Dask arrays materialized, by name.  A Dask array's
+#: name is a token of its whole computation, so equal names mean equal
+#: values: the sweep asks for some reductions twice (the residual variances
+#: of one residual array in the coupled phase), and a round trip to a
+#: cluster costs tens of milliseconds.  Values are read-only.
+_RECENT: dict = {}
+RECENT_VALUES = 8
+
+
 def materialize(a: Any) -> Any:
     """The value of ``a`` as a NumPy array: computed for a Dask array (meant for
-    small reduced quantities), ``a`` itself otherwise."""
+    small reduced quantities; read-only, cached by the array's name), ``a``
+    itself otherwise."""
     if type(a) is np.ndarray or not hasattr(a, "__dask_graph__"):
         return a
-    return np.asarray(a.compute())
+    name = getattr(a, "name", None)
+    value = _RECENT.get(name)
+    if value is None:
+        value = np.asarray(a.compute())
+        value.flags.writeable = False
+        if name is not None:
+            _RECENT[name] = value
+            for old in list(_RECENT)[:-RECENT_VALUES]:
+                del _RECENT[old]
+    return value
 
 
 def persist(a: Any) -> Any:
@@ -113,5 +132,6 @@ def gram_top_eigenpairs(Rt: Any, scale: np.ndarray, k: int
     U = materialize(W @ (E / np.sqrt(np.where(tiny, 1.0, mu))))
     if tiny.any():      # null directions: any orthonormal completion will do
         Q, _ = np.linalg.qr(np.column_stack([U[:, ~tiny], np.eye(K, int(tiny.sum()))]))
+        U = U.copy()
         U[:, tiny] = Q[:, int((~tiny).sum()):]
     return mu, U
