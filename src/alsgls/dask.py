@@ -34,23 +34,62 @@ True
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from .core._backend import is_lazy, require_dask
 from .core.api import als_gls
 from .core.fit_result import GLSFit
-from .core.lazy_problem import check_chunks, lazy_fitted_means
+from .core.dispatch import fit_problem
+from .core.lazy_problem import build_lazy_problem, check_chunks, lazy_fitted_means
 from .core.metrics import nll_per_row as _nll_per_row
 from .core.ops import CoefficientLayout, triangular_inverse
+from .core.options import solver_options
 
-__all__ = ["als_gls", "check_chunks", "predict", "residuals", "nll_per_row",
+__all__ = ["als_gls", "fit", "check_chunks", "predict", "residuals", "nll_per_row",
            "coefficient_covariance", "standard_errors", "SE_CHUNK_BYTES"]
 
 #: Bytes of the per-task temporaries of the standard errors (a chunk of the
 #: columns of the ``N k x P`` operator ``V``, and its triangular solve).
 SE_CHUNK_BYTES = 64 * 2**20
+
+
+def fit(Xs: Any, Y: Any, k: int, *, residuals: str = "auto",
+        labels: Sequence[str] | None = None, **options: Any) -> GLSFit:
+    """:func:`alsgls.als_gls` on Dask arrays, with the memory model explicit.
+
+    Parameters
+    ----------
+    Xs : dask.array.Array, shape (K, N, p) or (N, p)
+        Designs (each equation's ``p`` columns one chunk), or one design
+        shared by every equation.
+    Y : dask.array.Array, shape (N, K)
+        Responses, chunked like ``Xs`` along rows and equations.
+    k : int
+        Number of factors.
+    residuals : {"auto", "store", "recompute"}, default "auto"
+        ``"store"``: persist the residuals after each update, ``(p + 2) K N``
+        doubles held by the workers (data and residuals) and one more ``K N``
+        during an update; ``"recompute"``: never store them -- each pass that
+        needs them reads ``X`` and ``Y`` and forms ``Y - X B`` on the fly
+        (``(p + 1) K N`` doubles, the inputs alone); ``"auto"``: store when
+        that fits in half of the workers' memory limits.
+    labels : list of K str, optional
+        Equation labels for messages.
+    **options
+        Solver options, as for :func:`alsgls.als_gls` (``tol``, ``max_iter``,
+        ``cg_maxiter``, ``eig_maxiter``, ``d_floor``, ``random_state``,
+        ``blas_threads``).
+
+    Returns
+    -------
+    GLSFit
+        The same record as the in-memory fit.
+    """
+    opts = solver_options(None, "alsgls.dask.fit", **options)
+    problem = build_lazy_problem(Xs, Y, labels=labels, residuals=residuals)
+    return fit_problem(problem, k, opts, solver="als")[0]
 
 
 def _check_fit(fit: Any) -> GLSFit:

@@ -10,9 +10,12 @@ when asked.  The few places where that matters call the hooks here:
 * :func:`materialize` -- a small reduced quantity (``O(K (k + p))`` or
   ``O(N k)`` numbers: a gradient, the product of the residuals with a
   subspace basis, residual variances) that the driver needs as numbers;
-* :func:`persist` -- a large ``K x N`` quantity (the residuals after they
-  change) that stays distributed, evaluated once and held in the workers'
-  memory instead of being recomputed from its graph at each use;
+* :func:`persist` -- a large ``K x N`` quantity that stays distributed,
+  evaluated once and held in the workers' memory instead of being
+  recomputed from its graph at each use; :func:`settle_residuals` does that
+  for the residuals after the coefficients change, or, when the workers
+  cannot hold them beside the data, re-expresses them as ``Yt - X theta``
+  (fused into each later pass);
 * :func:`compute_many` -- several small reductions in one pass over the data.
 
 For NumPy arrays every hook returns its argument after one type check
@@ -27,7 +30,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["is_lazy", "materialize", "persist", "compute_many", "is_broadcast",
+__all__ = ["is_lazy", "materialize", "persist", "settle_residuals", "compute_many",
+           "is_broadcast",
            "require_dask", "gram_top_eigenpairs", "DASK_EXTRA"]
 
 #: How to install the optional Dask support.
@@ -73,6 +77,16 @@ def persist(a: Any) -> Any:
     if type(a) is np.ndarray or not hasattr(a, "__dask_graph__"):
         return a
     return a.persist()
+
+
+def settle_residuals(problem: Any, Rt: Any, theta: np.ndarray) -> Any:
+    """The residuals ``Rt`` (K, N) after an update of the coefficients ``theta``:
+    ``Rt`` itself for NumPy; for Dask, ``problem.settle(Rt, theta)`` -- the
+    residuals persisted, or re-expressed as ``Yt - X theta`` when the workers
+    cannot hold them (:class:`alsgls.core.lazy_problem.LazyProblem`)."""
+    if type(Rt) is np.ndarray or not hasattr(Rt, "__dask_graph__"):
+        return Rt
+    return problem.settle(Rt, theta)
 
 
 def compute_many(*arrays: Any) -> tuple:

@@ -57,7 +57,7 @@ import numpy as np
 
 from .._warnings import warn
 from ..exceptions import ConvergenceWarning
-from ._backend import materialize, persist
+from ._backend import materialize, settle_residuals
 from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als name)
     DENSE_EIG_LIMIT,
     EIG_RTOL,
@@ -145,7 +145,7 @@ def _beta_step(
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
                              on_step, project)
-    st.Rt = persist(st.Rt)      # Dask: the updated residuals evaluated once, kept distributed
+    st.Rt = settle_residuals(problem, st.Rt, st.theta)   # Dask: stored or re-expressed
     return info, cov
 
 
@@ -206,7 +206,8 @@ class _BetaBlock:
         if self.restriction is not None:
             theta = self.restriction.block_metric(self.gram_inv).feasible(theta)
         self.st.theta = theta
-        self.st.Rt = persist(self.problem.Yt - design_matvec(self.problem.X, theta))
+        self.st.Rt = settle_residuals(self.problem,
+                                      self.problem.Yt - design_matvec(self.problem.X, theta), theta)
 
 
 @dataclass

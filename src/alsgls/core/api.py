@@ -54,9 +54,11 @@ def als_gls(
     Xs : list of K array_like, each (N, p_j), ndarray (K, N, p), or ndarray (N, p)
         Design of each equation; a 2-D array is one design shared by every
         equation (stored once).  Integer and float32 inputs are computed in
-        float64; inputs are never modified.
+        float64; inputs are never modified.  A Dask array ``(K, N, p)`` or
+        ``(N, p)`` runs the same sweep on Dask's scheduler (a cluster once a
+        ``distributed.Client`` exists), see :mod:`alsgls.dask`.
     Y : array_like, shape (N, K)
-        Responses, one column per equation.
+        Responses, one column per equation (a Dask array chunked like ``Xs``).
     k : int
         Number of latent factors, ``0 <= k < K``.  ``k = K - 1`` is the
         unrestricted SUR (any positive-definite Sigma).

@@ -53,6 +53,12 @@ __all__ = ["LazyProblem", "LazySums", "build_lazy_problem", "lazy_fitted_means",
            "check_chunks"]
 
 
+#: Values of ``residuals=`` (:func:`build_lazy_problem`).
+RESIDUAL_MODES = ("auto", "store", "recompute")
+#: ``residuals="auto"`` stores the residuals when data, residuals and one
+#: update take at most this share of the workers' memory limits (dask starts
+#: spilling a worker's data to disk at 60% of its limit).
+RESIDUAL_MEMORY_SHARE = 0.5
 #: The existence check of a Dask problem before the fit factors ``[X, Y]``
 #: (N x (P + K)) only up to this many columns (its R factor: 8 (P + K)^2 bytes).
 SKETCH_COLUMNS = 2048
@@ -97,10 +103,16 @@ class LazyProblem(Problem):
         Reductions of the validation pass.
     shared_design : bool
         One design for every equation (``X`` broadcasts it).
+    store_residuals : bool
+        Persist the residuals after each update (``(p + 2) K N`` doubles in
+        the workers); False: re-express them as ``Yt - X theta``, fused into
+        each pass (``(p + 1) K N`` doubles, each pass over the residuals
+        reads the data instead).
     """
 
     sums: LazySums | None = None
     shared_design: bool = False
+    store_residuals: bool = True
 
     @property
     def shared(self) -> bool:
@@ -119,6 +131,14 @@ class LazyProblem(Problem):
     def __getstate__(self) -> dict:
         raise TypeError("a problem of Dask arrays is not pickled; pickle the fit instead")
 
+    def settle(self, Rt: Any, theta: np.ndarray) -> Any:
+        """The residuals after the coefficients became ``theta``
+        (:func:`alsgls.core._backend.settle_residuals`): ``Rt`` persisted, or
+        ``Yt - X theta`` (the same values to round-off, a short graph)."""
+        if self.store_residuals:
+            return persist(Rt)
+        return self.Yt - design_matvec(self.X, theta)
+
     # -- least squares and the statistics of the validation pass ----------------------
     def ols(self) -> tuple[np.ndarray, Any]:
         """:meth:`Problem.ols` on Dask data: coefficients (K, p) NumPy, residuals
@@ -130,7 +150,7 @@ class LazyProblem(Problem):
         if np.any(np.einsum("kp,kp->k", delta, g) > REFINE_RTOL ** 2 * ss):
             theta = theta + delta
             Rt = Rt - design_matvec(self.X, delta)
-        return theta, persist(Rt)
+        return theta, self.settle(Rt, theta)
 
     @cached_property
     def spans_constant(self) -> np.ndarray:
@@ -374,12 +394,48 @@ def check_chunks(Xs: Any, Y: Any) -> None:
             "e.g. Y = Y.rechunk({1: Xs.chunks[0]})")
 
 
+def _persist_together(X: Any, Y: Any, da: Any, dask: Any) -> tuple[Any, Any]:
+    """``X`` and ``Yt = Y'`` (equation-major, contiguous blocks) persisted with
+    the blocks of one equation-and-row chunk on the same worker.
+
+    Every pass over the residuals ``Yt - X theta`` combines a block of ``X``
+    with the block of ``Yt`` of the same equations and rows; persisted
+    independently they land on different workers and each pass moves one of
+    them (measured: 1 GB per sweep at K = 100 000, N = 500 on two workers).
+    Each pair is therefore made by one task (a block of ``[X, Yt]``) and
+    split where it is; later tasks run where their largest input is.
+    """
+    Yt = Y.T
+    if X.ndim == 2:                                   # a shared design: small, broadcast
+        return dask.persist(X, Yt.map_blocks(np.ascontiguousarray))
+    both = da.concatenate([X, Yt[:, :, None]], axis=2).rechunk({2: -1})
+    p = X.shape[2]
+    Xp = both[:, :, :p].map_blocks(np.ascontiguousarray)
+    Ytp = both[:, :, p].map_blocks(np.ascontiguousarray)
+    return dask.persist(Xp, Ytp)
+
+
 def _first(flags: np.ndarray) -> int:
     return int(np.flatnonzero(flags)[0])
 
 
+def _workers_hold(nbytes: float) -> bool:
+    """Whether the workers of the default distributed client (if any) have
+    ``nbytes`` to spare under :data:`RESIDUAL_MEMORY_SHARE` of their memory
+    limits; True without a client or without limits."""
+    try:
+        from distributed import default_client
+
+        workers = default_client().scheduler_info()["workers"].values()
+    except (ImportError, ValueError):
+        return True
+    limits = [w.get("memory_limit") or 0 for w in workers]
+    return not all(limits) or nbytes <= RESIDUAL_MEMORY_SHARE * sum(limits)
+
+
 def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
-                       labels: Sequence[str] | None = None) -> LazyProblem:
+                       labels: Sequence[str] | None = None,
+                       residuals: str = "auto") -> LazyProblem:
     """Validate a SUR system held in Dask arrays and return its :class:`LazyProblem`.
 
     The counterpart of :func:`alsgls.core.problem.build_problem` for Dask
@@ -401,6 +457,11 @@ def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "
         policy (``ValueError`` naming the first equation with a NaN).
     labels : list of K str, optional
         Equation labels for messages.
+    residuals : {"auto", "store", "recompute"}, default "auto"
+        Whether the fit persists its residuals (``LazyProblem.store_residuals``);
+        ``"auto"``: store them when data, residuals and one update
+        (``(p + 3) K N`` doubles) fit in :data:`RESIDUAL_MEMORY_SHARE` of the
+        workers' memory limits (always without a distributed client).
 
     Returns
     -------
@@ -419,6 +480,8 @@ def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "
     import dask
 
     check_missing(missing)
+    if residuals not in RESIDUAL_MODES:
+        raise ValueError(f"residuals must be one of {RESIDUAL_MODES}, got {residuals!r}")
     if weights is not None:
         raise ValueError("weights are not supported with Dask arrays; fold sqrt(w_i) into "
                          "the rows of Xs and Y (unweighted ML on those rows is weighted ML "
@@ -432,8 +495,7 @@ def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "
     names = ([f"Xs (the design shared by every equation)"] * K if X.ndim == 2
              else [f"Xs[{j}]" for j in range(K)])
     eq = (lambda j: f"equation {labels[j]!r}") if labels else (lambda j: f"equation {j}")
-    Yt = Y.T.map_blocks(np.ascontiguousarray)        # equation-major blocks
-    X, Yt = dask.persist(X, Yt)                       # read the sources once
+    X, Yt = _persist_together(X, Y, da, dask)        # read the sources once
     X0 = X if X.ndim == 3 else X[None]
     y0 = Yt[:, :1]
     hashes = Yt.map_blocks(_hash_rows, dtype=np.int64,
@@ -463,9 +525,11 @@ def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "
         X = X[None]
     check_designs(_Materializing(X), _readonly(gram), layout, names.__getitem__)
     sums = LazySums(xsum=xsum, ysq=ysq, ydev=ydev, ydevsq=ydevsq, hashes=hashes)
+    store = (residuals == "store" or residuals == "auto"
+             and _workers_hold(8.0 * K * N * ((1 if shared else p) + 3)))
     return LazyProblem(X=X, Yt=Yt, layout=layout, gram=_readonly(gram), labels=labels,
                        rows=np.arange(N), n_rows_in=N, missing=missing, sums=sums,
-                       shared_design=shared)
+                       shared_design=shared, store_residuals=store)
 
 
 def lazy_fitted_means(Xs: Any, B: list, *, name: str = "Xs", rows: int | None = None) -> Any:
