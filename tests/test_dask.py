@@ -69,12 +69,16 @@ def _assert_same_fit(f_dask, f_mem, counts=True):
             np.testing.assert_array_equal(getattr(f_dask, name), getattr(f_mem, name))
 
 
-@pytest.mark.parametrize("chunks", [(K // 2, N), (K, N // 2), (K // 2, N // 2)],
-                         ids=["equations", "rows", "both"])
-def test_fit_equals_in_memory_fit(client, data, chunks):
+@pytest.mark.parametrize("chunks, residuals", [
+    ((K // 2, N), "auto"), ((K, N // 2), "recompute"), ((K // 2, N // 2), "store")],
+    ids=["equations", "rows", "both"])
+def test_fit_equals_in_memory_fit(client, data, chunks, residuals):
+    """Residuals stored (persisted after each update) or recomputed (Yt - X theta
+    inside each pass): the same numbers up to round-off either way."""
     X3, Y, f_mem = data
     Xd, Yd = _dask(X3, Y, *chunks)
-    f_dask = als_gls(Xd, Yd, RANK)
+    f_dask = als_gls(Xd, Yd, RANK) if residuals == "auto" else ad.fit(
+        Xd, Yd, RANK, residuals=residuals)
     _assert_same_fit(f_dask, f_mem)
     # predictions and the NLL on the Dask data, lazily, nothing gathered
     pred = f_dask.predict(Xd)
