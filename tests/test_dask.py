@@ -170,3 +170,16 @@ def test_other_entry_points_refuse_dask_instead_of_gathering(data):
         em_gls(Xd, Yd, RANK)
     with pytest.raises(ValueError, match="weights are not supported with Dask"):
         als_gls(Xd, Yd, RANK, weights=np.ones(N))
+
+
+def test_module_examples():
+    """The examples of alsgls.dask's docstring (synchronous scheduler: they
+    show the API, not the cluster)."""
+    import doctest
+
+    import dask
+
+    with dask.config.set(scheduler="synchronous"):
+        res = doctest.testmod(ad, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0
+

@@ -492,7 +492,7 @@ def build_lazy_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "
     shared = X.ndim == 2 and K > 1
     p = X.shape[-1]
     labels = tuple(str(lab) for lab in labels) if labels is not None else None
-    names = ([f"Xs (the design shared by every equation)"] * K if X.ndim == 2
+    names = (["Xs (the design shared by every equation)"] * K if X.ndim == 2
              else [f"Xs[{j}]" for j in range(K)])
     eq = (lambda j: f"equation {labels[j]!r}") if labels else (lambda j: f"equation {j}")
     X, Yt = _persist_together(X, Y, da, dask)        # read the sources once
