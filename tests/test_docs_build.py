@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS_PACKAGES = ["sphinx", "myst_parser", "numpydoc", "furo", "sphinx-mathjax-offline",
-                 "sklearn", "matplotlib", "pandas", "formulaic"]
+                 "sklearn", "matplotlib", "pandas", "formulaic", "dask"]
 MISSING = [m for m in DOCS_PACKAGES if importlib.util.find_spec(m) is None]
 pytestmark = pytest.mark.skipif(bool(MISSING), reason=f"the docs extra is not installed "
                                 f"(missing {', '.join(MISSING)})")

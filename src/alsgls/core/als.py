@@ -57,6 +57,7 @@ import numpy as np
 
 from .._warnings import warn
 from ..exceptions import ConvergenceWarning
+from ._backend import materialize, settle_residuals
 from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als name)
     DENSE_EIG_LIMIT,
     EIG_RTOL,
@@ -148,6 +149,9 @@ def _beta_step(
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
                              on_step, project, st.work)
+    settled = settle_residuals(problem, st.Rt, st.theta)   # Dask: stored or re-expressed
+    if settled is not st.Rt:
+        st.Rt = settled
     return info, cov
 
 
@@ -208,7 +212,8 @@ class _BetaBlock:
         if self.restriction is not None:
             theta = self.restriction.block_metric(self.gram_inv).feasible(theta)
         self.st.theta = theta
-        self.st.Rt = self.problem.Yt - design_matvec(self.problem.X, theta)
+        self.st.Rt = settle_residuals(self.problem,
+                                      self.problem.Yt - design_matvec(self.problem.X, theta), theta)
 
 
 @dataclass
@@ -535,7 +540,7 @@ def _unrestricted_sigma(st: _State, k: int, options: SolverOptions,
     N = st.Rt.shape[1]
     s = st.variances()
     W = st.Rt / np.sqrt(N * s)[:, None]
-    lam_min = float(np.linalg.eigvalsh(W @ W.T)[0])
+    lam_min = float(np.linalg.eigvalsh(materialize(W @ W.T))[0])
     if not lam_min > options.d_floor:
         return False
     D = lam_min * s

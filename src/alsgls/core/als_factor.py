@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ._backend import materialize
 from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, top_eigenpairs
 
 #: Extra columns carried by the subspace iteration beyond the k wanted.
@@ -85,7 +86,7 @@ class _State:
 
 
 def _residual_variances(Rt: np.ndarray) -> np.ndarray:
-    return np.einsum("kn,kn->k", Rt, Rt) / Rt.shape[1]
+    return materialize(np.einsum("kn,kn->k", Rt, Rt)) / Rt.shape[1]
 
 
 def _whitened_eigenpairs(st: _State, D: np.ndarray, k: int, rng: np.random.Generator,

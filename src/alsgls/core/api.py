@@ -13,6 +13,7 @@ import numpy as np
 
 from .._warnings import warn
 from ..exceptions import MissingDataWarning  # noqa: F401  (re-exported: alsgls.missing of 0.1)
+from ._backend import is_lazy
 from .dispatch import fit_problem
 from .fit_result import GLSFit, MissingGLSFit, fitted_means
 from .missing_em import EMProblem
@@ -20,6 +21,7 @@ from .ops import row_core_inverse
 from .options import solver_options
 from .ops import LowRankCovariance, row_core_solve
 from .options import SolverOptions
+from .lazy_problem import build_lazy_problem
 from .problem import as_float_matrix, build_problem
 
 __all__ = ["als_gls", "em_gls", "fit_missing", "als_gls_missing", "observed_nll_per_row",
@@ -52,9 +54,11 @@ def als_gls(
     Xs : list of K array_like, each (N, p_j), ndarray (K, N, p), or ndarray (N, p)
         Design of each equation; a 2-D array is one design shared by every
         equation (stored once).  Integer and float32 inputs are computed in
-        float64; inputs are never modified.
+        float64; inputs are never modified.  A Dask array ``(K, N, p)`` or
+        ``(N, p)`` runs the same sweep on Dask's scheduler (a cluster once a
+        ``distributed.Client`` exists), see :mod:`alsgls.dask`.
     Y : array_like, shape (N, K)
-        Responses, one column per equation.
+        Responses, one column per equation (a Dask array chunked like ``Xs``).
     k : int
         Number of latent factors, ``0 <= k < K``.  ``k = K - 1`` is the
         unrestricted SUR (any positive-definite Sigma).
@@ -138,7 +142,9 @@ def als_gls(
                              cg_maxiter=cg_maxiter, eig_maxiter=eig_maxiter, d_floor=d_floor,
                              random_state=random_state, blas_threads=blas_threads,
                              **deprecated)
-    problem = build_problem(Xs, Y, weights=weights, missing=missing)
+    problem = (build_lazy_problem(Xs, Y, weights=weights, missing=missing)  # Dask arrays
+               if is_lazy(Xs) or is_lazy(Y) else
+               build_problem(Xs, Y, weights=weights, missing=missing))
     return fit_problem(problem, k, options, solver="als")[0]
 
 

@@ -66,6 +66,7 @@ from math import comb
 
 import numpy as np
 
+from ._backend import is_lazy
 from .problem import Problem
 
 __all__ = ["ExactRelation", "ExistenceCheck", "exact_relation", "relation_at_rank",
@@ -262,6 +263,10 @@ def _identical_pair(problem: Problem) -> ExactRelation | None:
     """
     if problem.O is not None or problem.K < 2:
         return None
+    if is_lazy(problem.Yt):         # Dask data: from the validation pass's hashes
+        pair = problem._identical_pair()
+        return None if pair is None else ExactRelation(pair, np.array([1.0, -1.0]),
+                                                       problem.N, True)
     Yt = np.ascontiguousarray(problem.Yt)
     K, N = Yt.shape
     keys = Yt[:, np.unique(np.linspace(0, N - 1, min(N, 8)).astype(int))]
@@ -312,6 +317,8 @@ def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = N
     """
     if k <= 0 or problem.K < 2:
         return ExistenceCheck(None, True)     # k = 0: exact fits are refused earlier
+    if is_lazy(problem.Yt):     # Dask data: reduced statistics, gathered candidates
+        return problem.relation_at_rank(k, candidates)
     if candidates is not None:
         return _smallest(problem, np.asarray(candidates, dtype=int), k + 1)
     rel = _identical_pair(problem)
@@ -397,6 +404,8 @@ def _cause(problem: Problem, rel: ExactRelation, names: list) -> str:
 
 def describe(problem: Problem, rel: ExactRelation, k: int | None = None) -> str:
     """The message that refuses a rank-``k`` fit (default ``K - 1``) with ``rel``."""
+    if is_lazy(problem.Yt):     # Dask data: the equations of rel, gathered
+        problem, rel = problem.gathered(rel)
     K = problem.K
     k = K - 1 if k is None else k
     names = [problem.equation(int(j)) for j in rel.equations]

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from .._warnings import warn
+from ._backend import is_lazy
 from .ops import CoefficientLayout, LowRankCovariance
 from .problem import as_float_matrix
 
@@ -253,6 +254,10 @@ def fitted_means(Xs: Any, B: list, *, name: str = "Xs", rows: int | None = None,
     TypeError, ValueError
         Naming the design: wrong count, columns or rows, non-finite values.
     """
+    if is_lazy(Xs):         # Dask designs: lazy (N, K) means, nothing gathered
+        from .lazy_problem import lazy_fitted_means
+
+        return lazy_fitted_means(Xs, B, name=name, rows=rows)
     K = len(B)
     b = [np.asarray(c, dtype=np.float64).reshape(-1) for c in B]
     if (isinstance(Xs, np.ndarray) or hasattr(Xs, "to_numpy")) and np.ndim(Xs) == 2:

@@ -24,6 +24,8 @@ from scipy.linalg import eigh, solve_triangular
 from scipy.linalg.blas import daxpy, dgemm
 from scipy.sparse.linalg import LinearOperator
 
+from ._backend import compute_many, gram_top_eigenpairs, is_broadcast, is_lazy, materialize
+
 __all__ = [
     "gls_pcg",
     "LowRankCovariance",
@@ -140,7 +142,8 @@ class LowRankCovariance:
             # out' = -(G' V)' G' + out' in place: out' is Fortran-ordered (m, K)
             dgemm(-1.0, (self.G.T @ V).T, self.G.T, 1.0, out.T, overwrite_c=True)
             return out
-        V = np.asarray(V, dtype=np.float64)
+        if not is_lazy(V):
+            V = np.asarray(V, dtype=np.float64)
         if V.ndim == 1:
             return self.solve(V[:, None])[:, 0]
         W = V / self.D[:, None]
@@ -322,6 +325,9 @@ def top_eigenpairs(
     K, N = Rt.shape
     b = min(k + oversample, K, N)
     if min(K, N) <= max(dense_limit, 2 * b):
+        if is_lazy(Rt):
+            lam, U = gram_top_eigenpairs(Rt, scale, k)
+            return lam, U, None, 0
         U, s, _ = np.linalg.svd(scale[:, None] * Rt, full_matrices=False)
         return s[:k] ** 2, U[:, :k], None, 0
     if basis is None or basis.shape[1] != b:
@@ -331,7 +337,7 @@ def top_eigenpairs(
     lam = np.zeros(b)
     for it in range(1, maxiter + 1):
         T = Rt.T @ (sc * V)                                    # W' V (N, b)
-        Z = sc * (Rt @ T)                                      # W W' V (K, b)
+        T, Z = compute_many(T, sc * (Rt @ T))                  # and W W' V (K, b)
         lam, S = np.linalg.eigh(V.T @ Z)
         lam, S = lam[::-1], S[:, ::-1]
         V, Z = V @ S, Z @ S
@@ -423,7 +429,9 @@ def design_matvec(X: np.ndarray, theta: np.ndarray, out: np.ndarray | None = Non
     by every equation (a zero-stride view) is one GEMM ``theta X0'``.
     ``out`` (K, N) receives the result.
     """
-    if X.strides[0] == 0 and X.shape[0] > 1:
+    if is_broadcast(X):
+        if out is None:
+            return theta[:, : X.shape[2]] @ X[0].T
         return np.matmul(theta[:, : X.shape[2]], X[0].T, out=out)
     if out is not None:
         np.matmul(X, theta[:, :, None], out=out[:, :, None])
@@ -434,7 +442,7 @@ def design_matvec(X: np.ndarray, theta: np.ndarray, out: np.ndarray | None = Non
 def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
     """Adjoint ``g_j = X_j' W[j]``: (K, N, p) x (K, N) -> (K, p); one GEMM
     ``W X0`` for a design shared by every equation (a zero-stride view)."""
-    if X.strides[0] == 0 and X.shape[0] > 1:
+    if is_broadcast(X):
         return W @ X[0]
     return (W[:, None, :] @ X)[:, 0, :]
 
@@ -447,7 +455,7 @@ def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray,
     given), then one stacked pass over X.  ``-g`` is the gradient of the
     total NLL with respect to the coefficients.
     """
-    return design_rmatvec(X, cov.solve(Rt, out=work))
+    return materialize(design_rmatvec(X, cov.solve(Rt, out=work)))   # Dask: one pass
 
 
 def normal_matvec(
@@ -465,8 +473,8 @@ def normal_matvec(
     pass over X.  Padding columns of X are zero, so ``A v`` is zero there.
     """
     if work is None:
-        U = design_matvec(X, V)
-        return design_rmatvec(X, cov.solve(U)), U
+        U = design_matvec(X, V)                                # Dask: U stays lazy
+        return materialize(design_rmatvec(X, cov.solve(U))), U
     U, W = work
     design_matvec(X, V, out=U)
     return design_rmatvec(X, cov.solve(U, out=W)), U

@@ -28,6 +28,7 @@ import numpy as np
 from .._threads import single_blas_thread
 from .._warnings import warn
 from ..exceptions import IdentificationWarning, MissingDataWarning
+from ._backend import is_lazy
 from .ops import CoefficientLayout, block_jacobi_inverse, design_matvec, design_rmatvec
 
 __all__ = [
@@ -732,6 +733,16 @@ def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray 
     return X
 
 
+def _refuse_lazy(Xs: Any, Y: Any) -> None:
+    """Dask data are fitted by ``als_gls`` only (``alsgls.core.lazy_problem``);
+    everywhere else refuse them rather than gather them silently."""
+    first = Xs[0] if isinstance(Xs, (list, tuple)) and len(Xs) else Xs
+    if is_lazy(Y) or is_lazy(Xs) or is_lazy(first):
+        raise TypeError("Dask arrays are fitted by als_gls (see alsgls.dask), with the "
+                        "designs as one (K, N, p) Dask array and Y as an (N, K) one; this "
+                        "entry point needs NumPy arrays: compute them first (x.compute())")
+
+
 @single_blas_thread  # many tiny batched products: see alsgls._threads
 def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
                   labels: Sequence[str] | None = None,
@@ -787,6 +798,7 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     array([2, 1])
     """
     check_missing(missing)
+    _refuse_lazy(Xs, Y)
     Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
     N0, K = Ya.shape
     if K == 0 or N0 == 0:
