@@ -364,9 +364,9 @@ def test_ols_is_solved_once_per_step(shared, monkeypatch, rank, expected):
     calls = [0]
     original = Problem.ols
 
-    def counting(self):
+    def counting(self, *args, **kwargs):
         calls[0] += 1
-        return original(self)
+        return original(self, *args, **kwargs)
 
     monkeypatch.setattr(Problem, "ols", counting)
     ALSGLS(rank=rank).fit(X, Y)

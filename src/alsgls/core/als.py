@@ -292,8 +292,8 @@ def _start(problem: Problem, k: int, options: SolverOptions, rng: np.random.Gene
     """OLS (restricted OLS with a restriction), the zero-residual-variance check
     and a first (loose) factor step."""
     gram_inv = problem.gram_inv
-    theta, Rt = problem.ols()
-    s = problem.residual_variances(Rt)
+    theta, Rt, ss = problem.ols(sumsq=True)
+    s = problem.residual_variances(Rt, ss)
     if restriction is not None:     # restricted OLS: the X'X-nearest feasible point
         theta = restriction.block_metric(gram_inv).feasible(theta)
         Rt = problem.Yt - design_matvec(problem.X, theta)

@@ -140,9 +140,10 @@ class LazyProblem(Problem):
         return self.Yt - design_matvec(self.X, theta)
 
     # -- least squares and the statistics of the validation pass ----------------------
-    def ols(self) -> tuple[np.ndarray, Any]:
+    def ols(self, sumsq: bool = False) -> tuple:
         """:meth:`Problem.ols` on Dask data: coefficients (K, p) NumPy, residuals
-        (K, N) Dask (persisted); two passes, the refinement's test in the second."""
+        (K, N) Dask (persisted), and with ``sumsq=True`` their sums of squares;
+        two passes, the refinement's test in the second."""
         theta = self.solve_gram(materialize(design_rmatvec(self.X, self.Yt)))
         Rt = self.Yt - design_matvec(self.X, theta)
         g, ss = compute_many(design_rmatvec(self.X, Rt), self._sumsq(Rt))
@@ -150,7 +151,11 @@ class LazyProblem(Problem):
         if np.any(np.einsum("kp,kp->k", delta, g) > REFINE_RTOL ** 2 * ss):
             theta = theta + delta
             Rt = Rt - design_matvec(self.X, delta)
-        return theta, self.settle(Rt, theta)
+            ss = None
+        Rt = self.settle(Rt, theta)
+        if not sumsq:
+            return theta, Rt
+        return theta, Rt, materialize(self._sumsq(Rt)) if ss is None else ss
 
     @cached_property
     def spans_constant(self) -> np.ndarray:
@@ -169,9 +174,10 @@ class LazyProblem(Problem):
         centred = np.maximum(self.sums.ydevsq / n - d * d, 0.0)
         return np.where(self.spans_constant, centred, msq), msq
 
-    def exact_fits(self, Rt: Any) -> tuple[np.ndarray, np.ndarray]:
+    def exact_fits(self, Rt: Any, sumsq: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`Problem.exact_fits` (one reduction of the residuals)."""
-        s = materialize(self._sumsq(Rt)) / self.n_weighted
+        s = (materialize(self._sumsq(Rt)) if sumsq is None else sumsq) / self.n_weighted
         return s, np.flatnonzero(s <= self.zero_variance_threshold)
 
     # -- the existence check (alsgls.core.existence) --------------------------------

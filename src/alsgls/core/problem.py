@@ -61,6 +61,8 @@ ROUNDOFF_FACTOR = 16.0
 #: (large offsets, offset regressors such as calendar years): one step brings
 #: them to the round-off of the data themselves.
 REFINE_RTOL = 1e-12
+#: Safety factor of the bound on the normal equations' rounding in :meth:`Problem.ols`.
+REFINE_GUARD = 16.0
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:
@@ -261,30 +263,41 @@ class Problem:
         """``W`` times the observation weights (``W`` is zero where missing)."""
         return W if self.w is None else W * self.w[None, :]
 
-    def ols(self) -> tuple[np.ndarray, np.ndarray]:
+    def ols(self, sumsq: bool = False) -> tuple:
         """Equation-by-equation (weighted) OLS on the observed rows:
-        coefficients (K, pmax) and residuals (K, N), zero where missing.
+        coefficients (K, pmax) and residuals (K, N), zero where missing, and
+        with ``sumsq=True`` their (weighted) sums of squares (K,) as well.
 
         The normal equations (one Gram factorisation for a shared design),
         then, when it matters, one step of iterative refinement: the
         correction ``(X'WX)^-1 X'W r`` of the first residuals ``r``.  With
         offsets (``Y + 1e7``, a regressor in calendar years) the first
         residuals can be wrong in the third digit; the refined ones are exact
-        to the round-off of ``Y`` itself (:data:`REFINE_RTOL`).
+        to the round-off of ``Y`` itself (:data:`REFINE_RTOL`).  The
+        correction is computed only for equations where rounding could reach
+        that: the normal equations err by about ``eps kappa^3 ||y||`` in the
+        residuals (``kappa`` the column-scaled condition of the design), so
+        an equation with ``REFINE_GUARD pmax eps kappa^3 ||y|| <= REFINE_RTOL
+        ||r||`` needs no pass over the data for it.
         """
         theta = self.solve_gram(design_rmatvec(self.X, self._weighted(self.Yt)))
         Rt = design_matvec(self.X, theta)
         np.subtract(self.Yt, Rt, out=Rt)
         if self.O is not None:
             Rt *= self.O
-        g = design_rmatvec(self.X, self._weighted(Rt))
-        delta = self.solve_gram(g)
-        # ||X delta||^2_W = delta' g: the refinement's change to the residuals
-        if np.any(np.einsum("kp,kp->k", delta, g) > REFINE_RTOL ** 2 * self._sumsq(Rt)):
-            theta = theta + delta
-            fix = design_matvec(self.X, delta)
-            Rt -= fix if self.O is None else fix * self.O
-        return theta, Rt
+        ss = self._sumsq(Rt)
+        rounding = (REFINE_GUARD * self.pmax * np.finfo(float).eps * self.condition ** 3) ** 2 \
+            * self.total_variances[1] * self.n_weighted
+        if np.any(rounding > REFINE_RTOL ** 2 * ss):
+            g = design_rmatvec(self.X, self._weighted(Rt))
+            delta = self.solve_gram(g)
+            # ||X delta||^2_W = delta' g: the refinement's change to the residuals
+            if np.any(np.einsum("kp,kp->k", delta, g) > REFINE_RTOL ** 2 * ss):
+                theta = theta + delta
+                fix = design_matvec(self.X, delta)
+                Rt -= fix if self.O is None else fix * self.O
+                ss = self._sumsq(Rt)
+        return (theta, Rt, ss) if sumsq else (theta, Rt)
 
     def _sums(self, V: np.ndarray) -> np.ndarray:
         """Weighted sums over each equation's observed rows, ``sum_i w_i o_ij V[j, i]``
@@ -363,19 +376,22 @@ class Problem:
         return np.maximum(np.maximum(ZERO_VARIANCE_RTOL * total, roundoff),
                           np.finfo(float).tiny)
 
-    def exact_fits(self, Rt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def exact_fits(self, Rt: np.ndarray, sumsq: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
         """Residual variances ``s`` (K,) of residuals ``Rt`` (zero where missing)
         over each equation's observed (weighted) rows, and the equations their
         regressors fit exactly: ``s`` at or below :attr:`zero_variance_threshold`
         (a relative test: ``Y -> a Y + b`` with ``b`` in the designs' span
-        leaves the answer unchanged, up to round-off)."""
-        s = self._sumsq(Rt) / self.n_weighted
+        leaves the answer unchanged, up to round-off).  ``sumsq``: the
+        residuals' sums of squares when known (``ols(sumsq=True)``)."""
+        s = (self._sumsq(Rt) if sumsq is None else sumsq) / self.n_weighted
         return s, np.flatnonzero(s <= self.zero_variance_threshold)
 
-    def residual_variances(self, Rt: np.ndarray) -> np.ndarray:
+    def residual_variances(self, Rt: np.ndarray, sumsq: np.ndarray | None = None
+                           ) -> np.ndarray:
         """Residual variances (K,) as :meth:`exact_fits` computes them;
         ``ValueError`` for an equation its regressors fit exactly."""
-        s, bad = self.exact_fits(Rt)
+        s, bad = self.exact_fits(Rt, sumsq)
         if bad.size:
             j = int(bad[0])
             more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""

@@ -481,8 +481,8 @@ class ALSGLS(RegressorMixin, BaseEstimator):
             # rank 0 or a rank method: one OLS, for the exact-fit check, the
             # selection and a closed-form rank-0 fit.  (A fixed rank k > 0 goes
             # straight to the solver, whose OLS refuses outputs fitted exactly.)
-            theta, Rt = problem.ols()
-            s, exact = problem.exact_fits(Rt)
+            theta, Rt, ss = problem.ols(sumsq=True)
+            s, exact = problem.exact_fits(Rt, ss)
             if isinstance(self.rank, str):
                 k, selection = self._select(problem, options, exact, Rt)
             if exact.size and k == 0:
