@@ -348,7 +348,8 @@ def run_als(problem: Problem, k: int, options: SolverOptions, *,
     converged = _sweeps(st, pr, k, options, rng, beta if update_beta else None, problem)
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
-        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(st.Rt),
+        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(
+            st.Rt, rowsq=st.Rt.shape[1] * st.variances()),
         floor=st.floor if st.floor is not None else options.d_floor * _residual_variances(st.Rt),
         method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
@@ -497,7 +498,7 @@ def _coupled_beta_step(st: _State, co: _Coupled, beta: _BetaBlock | None, scale:
         return _NO_STEP, max(1e-2 * pr.last_delta, st.d_gap), None, st.nll
     x = co.to_x(st.theta)
     info = beta.step(POLISH * scale * N, np.inf, COUPLED_CG_REL)
-    nll_T = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
+    nll_T = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt, rowsq=st.Rt.shape[1] * st.variances())
     x_new = co.extrapolate(x, co.to_x(st.theta) - x)
     predicted = 0.0
     if x_new is not None:
@@ -579,5 +580,5 @@ def _coupled_factor_step(st: _State, co: _Coupled, beta: _BetaBlock | None,
 
 def _refresh_nll(st: _State, pr: _Progress) -> None:
     """Recompute the NLL after a beta-step that followed the last factor step."""
-    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt)
+    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt, rowsq=st.Rt.shape[1] * st.variances())
     pr.trace[-1] = min(pr.trace[-1], st.nll)
