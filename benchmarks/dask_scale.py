@@ -164,7 +164,10 @@ def _child(args: argparse.Namespace, what: str, **extra) -> dict:
            "--k", str(args.k), "--tol", str(args.tol)]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True)
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode:
+        sys.stderr.write(out.stderr[-4000:])
+        raise RuntimeError(f"the {what} run failed (exit {out.returncode}); its stderr is above")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

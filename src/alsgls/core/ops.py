@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from scipy.linalg import eigh, solve_triangular
@@ -455,12 +455,27 @@ def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray,
     given), then one stacked pass over X.  ``-g`` is the gradient of the
     total NLL with respect to the coefficients.
     """
-    return materialize(design_rmatvec(X, cov.solve(Rt, out=work)))   # Dask: one pass
+    if is_lazy(Rt):
+        g = design_rmatvec(X, Rt) / cov.D[:, None]
+        if cov.k:
+            g = g - _lazy_low_rank(X, cov.G, cov.G.T @ Rt)
+        return materialize(g)                                  # one pass, one graph
+    return design_rmatvec(X, cov.solve(Rt, out=work))
+
+
+def _lazy_low_rank(X, G: np.ndarray, Z) -> Any:
+    """``(X_j' Z') G_j'`` for every equation, ``Z`` (k, N) a reduction over
+    equations: the order of evaluation for Dask data.  ``Sigma^-1 R`` by
+    Woodbury would need the whole of ``G' R`` before any chunk of the
+    product, so every chunk of ``R`` would wait in the workers' memory; here
+    each chunk of ``R`` is used once, at once, and only X is read again."""
+    H = X.transpose(0, 2, 1) @ Z.T                            # (K, p, k)
+    return np.einsum("kpl,kl->kp", H, G)
 
 
 def normal_matvec(
     X: np.ndarray, cov: LowRankCovariance, V: np.ndarray,
-    work: tuple[np.ndarray, np.ndarray] | None = None,
+    work: tuple[np.ndarray, np.ndarray] | None = None, gram: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """GLS normal operator ``A v = X' (Sigma^-1 (x) I_N) X v`` and ``U = X v``.
 
@@ -471,10 +486,19 @@ def normal_matvec(
     CG iteration allocates nothing of size K x N; ``U`` (the fitted values of
     ``v``) is returned for the caller to update residuals without another
     pass over X.  Padding columns of X are zero, so ``A v`` is zero there.
+    For Dask data the diagonal part comes from the Gram matrices ``gram``
+    (K, p, p) when given and the low-rank part from :func:`_lazy_low_rank`:
+    each chunk of ``U`` is then used once, in one reduction.
     """
     if work is None:
-        U = design_matvec(X, V)                                # Dask: U stays lazy
-        return materialize(design_rmatvec(X, cov.solve(U))), U
+        U = design_matvec(X, V)
+        if is_lazy(U):      # Dask: the diagonal part from the Gram matrices (_lazy_low_rank)
+            Av = (gram @ V[:, :, None])[:, :, 0] / cov.D[:, None] if gram is not None \
+                else design_rmatvec(X, U) / cov.D[:, None]
+            if cov.k:
+                Av = Av - _lazy_low_rank(X, cov.G, cov.G.T @ U)
+            return materialize(Av), U
+        return design_rmatvec(X, cov.solve(U)), U
     U, W = work
     design_matvec(X, V, out=U)
     return design_rmatvec(X, cov.solve(U, out=W)), U
@@ -633,7 +657,7 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
-    return pcg(lambda v: normal_matvec(X, cov, v, work),
+    return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
                lambda g: apply_block(gram_inv, scale, g),
                theta, r, gap_tol, maxiter, on_step, project)
 
