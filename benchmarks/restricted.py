@@ -37,7 +37,6 @@ import platform
 import shlex
 import sys
 import time
-from contextlib import ExitStack
 
 import numpy as np
 import scipy
@@ -50,14 +49,10 @@ from alsgls.core.problem import build_problem
 from alsgls.core.restriction import build_restriction
 from alsgls.stats.inference import GLSCovariance
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from boundary import blas_one_thread  # noqa: E402  (the benchmarks' one helper for it)
 
-def blas_one_thread() -> tuple[object, str]:
-    try:
-        from threadpoolctl import threadpool_info, threadpool_limits
-    except ImportError:
-        return ExitStack(), "threadpoolctl not installed (BLAS threads not limited)"
-    pools = [f"{i['internal_api']}:{i['num_threads']}" for i in threadpool_info()]
-    return threadpool_limits(limits=1), f"limited to 1 thread (default pools {pools})"
+
 
 
 def pooled_pairs(K: int, m: int, rng: np.random.Generator) -> np.ndarray:

@@ -74,7 +74,6 @@ from .ops import (
     CGInfo,
     LowRankCovariance,
     apply_block,
-    block_jacobi_inverse,
     design_matvec,
     gls_gradient,
     gls_pcg,
@@ -309,8 +308,7 @@ def _first_factor_step(theta: np.ndarray | None, Rt: np.ndarray, s: np.ndarray, 
     st = _State(theta=theta, Rt=Rt, F=np.zeros((Rt.shape[0], k)), D=s.copy(),
                 floor=options.d_floor * s)
     # F = 0: the diagonal NLL, without a pass over R for the zero low-rank part
-    st.nll = LowRankCovariance(st.F[:, :0], st.D).nll_per_row(
-        Rt, rowsq=Rt.shape[1] * st.variances())
+    st.nll = st.nll_of(st.F[:, :0], st.D)
     ols_nll = st.nll
     _factor_step(st, k, options.d_floor, rng, options.eig_maxiter, EIG_RTOL_MAX)
     return st, _Progress(trace=[st.nll], last_delta=max(ols_nll - st.nll, 0.0))
@@ -348,8 +346,7 @@ def run_als(problem: Problem, k: int, options: SolverOptions, *,
     converged = _sweeps(st, pr, k, options, rng, beta if update_beta else None, problem)
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
-        nll_at=lambda F: LowRankCovariance(F, st.D).nll_per_row(
-            st.Rt, rowsq=st.Rt.shape[1] * st.variances()),
+        nll_at=lambda F: st.nll_of(F, st.D),
         floor=st.floor if st.floor is not None else options.d_floor * _residual_variances(st.Rt),
         method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
@@ -498,7 +495,7 @@ def _coupled_beta_step(st: _State, co: _Coupled, beta: _BetaBlock | None, scale:
         return _NO_STEP, max(1e-2 * pr.last_delta, st.d_gap), None, st.nll
     x = co.to_x(st.theta)
     info = beta.step(POLISH * scale * N, np.inf, COUPLED_CG_REL)
-    nll_T = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt, rowsq=st.Rt.shape[1] * st.variances())
+    nll_T = st.nll_of(st.F, st.D)
     x_new = co.extrapolate(x, co.to_x(st.theta) - x)
     predicted = 0.0
     if x_new is not None:
@@ -525,7 +522,7 @@ def _exact_factor_analysis(st: _State, k: int, options: SolverOptions,
     st.d_gap = _profile_gap(F, st.D, s, floor)      # the step's own size: what is left
     D = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     _, F, e3 = _whitened_eigenpairs(st, D, k, rng, options.eig_maxiter)   # F given the new D
-    nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=s * st.Rt.shape[1])
+    nll = st.nll_of(F, D)
     if nll <= st.nll + _roundoff(st):
         st.F, st.D, st.nll, st.floor = F, D, min(nll, st.nll), floor
     return e_it + e2 + e3, n_prof + 2
@@ -546,7 +543,7 @@ def _unrestricted_sigma(st: _State, k: int, options: SolverOptions,
         return False
     D = lam_min * s
     _, F, _ = _whitened_eigenpairs(st, D, k, rng, options.eig_maxiter)
-    nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=N * s)
+    nll = st.nll_of(F, D)
     if nll <= st.nll + _roundoff(st):
         st.F, st.D, st.nll, st.floor = F, D, min(nll, st.nll), options.d_floor * s
     st.d_gap = 0.0
@@ -580,5 +577,5 @@ def _coupled_factor_step(st: _State, co: _Coupled, beta: _BetaBlock | None,
 
 def _refresh_nll(st: _State, pr: _Progress) -> None:
     """Recompute the NLL after a beta-step that followed the last factor step."""
-    st.nll = LowRankCovariance(st.F, st.D).nll_per_row(st.Rt, rowsq=st.Rt.shape[1] * st.variances())
+    st.nll = st.nll_of(st.F, st.D)
     pr.trace[-1] = min(pr.trace[-1], st.nll)

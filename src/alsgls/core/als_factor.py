@@ -75,6 +75,13 @@ class _State:
             object.__setattr__(self, "s_cache", None)
         object.__setattr__(self, name, value)
 
+    def nll_of(self, F: np.ndarray, D: np.ndarray) -> float:
+        """NLL per row of the current residuals under ``F F' + diag(D)``, their
+        row sums of squares from :meth:`variances` (one pass over ``Rt``, for
+        the low-rank part, when ``F`` has columns; none when it has not)."""
+        return LowRankCovariance(F, D).nll_per_row(
+            self.Rt, rowsq=self.Rt.shape[1] * self.variances())
+
     def variances(self) -> np.ndarray:
         """``s_j = ||r_j||^2 / N`` of the current residuals, computed once while
         they do not change (the factor steps alone, ``update_beta=False``,
@@ -159,7 +166,6 @@ def _factor_step(
     Returns ``(subspace iterations, rejected proposals)``: a rejected
     Anderson step counts one, and so does each halving of the D update.
     """
-    N = st.Rt.shape[1]
     s = st.variances()
     floor = d_floor * s
     D = st.D
@@ -178,7 +184,7 @@ def _factor_step(
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
     rejected = 0
     if D_acc is not None:
-        nll_acc = LowRankCovariance(F, D_acc).nll_per_row(st.Rt, rowsq=N * s)
+        nll_acc = st.nll_of(F, D_acc)
         if nll_acc <= nll_F:
             st.F, st.D, st.nll, st.floor = F, D_acc, nll_acc, floor
             return eig_it, 0
@@ -186,7 +192,7 @@ def _factor_step(
     t, halvings = 1.0, 0
     while True:
         D_try = np.maximum(D + t * (D_target - D), floor)
-        nll_try = LowRankCovariance(F, D_try).nll_per_row(st.Rt, rowsq=N * s)
+        nll_try = st.nll_of(F, D_try)
         if nll_try <= nll_F or halvings >= 30:
             break
         t *= 0.5
@@ -214,7 +220,7 @@ def _profile_lbfgs(
     """
     from scipy.optimize import minimize
 
-    N, K = st.Rt.shape[1], st.Rt.shape[0]
+    K = st.Rt.shape[0]
     s = st.variances()
     eig_total = [0]
 
@@ -249,7 +255,7 @@ def _profile_lbfgs(
     D = s * np.exp(z)
     _, F, _ = _whitened_eigenpairs(st, D, k, rng, eig_maxiter)
     st.d_gap = _profile_gap(F, D, s, d_floor * s)
-    nll = LowRankCovariance(F, D).nll_per_row(st.Rt, rowsq=N * s)
+    nll = st.nll_of(F, D)
     if nll <= st.nll:
         st.F, st.D, st.nll, st.floor = F, D, nll, d_floor * s
     return eig_total[0], int(res.nfev)

@@ -19,14 +19,7 @@ from .._warnings import warn
 from ..exceptions import ConvergenceWarning, HeywoodWarning
 from .als import run_als
 from .em import run_em
-from .existence import (
-    ExistenceCheck,
-    _flops,
-    _identical_pair,
-    describe,
-    floor_collapse,
-    relation_at_rank,
-)
+from .existence import ExistenceCheck, describe, floor_collapse, relation_at_rank
 from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
 from .ops import design_matvec
 from .missing_em import run_missing
@@ -124,11 +117,6 @@ def fit_problem(problem: Problem, k: int, options: SolverOptions, *, solver: str
     return fit, run.Rt
 
 
-#: Below full rank the existence check runs in full before the fit only when
-#: one SVD of the stacked regressors costs at most this (flops, about 1 ms).
-PREFIT_FLOPS = 2e7
-
-
 def _existence(problem: Problem, k: int, restriction: LinearRestriction | None,
                update_beta: bool) -> ExistenceCheck:
     """Refuse a rank whose likelihood has no finite maximum (ValueError naming
@@ -142,17 +130,7 @@ def _existence(problem: Problem, k: int, restriction: LinearRestriction | None,
     """
     if not update_beta or k == 0 or (restriction is not None and k < problem.K - 1):
         return ExistenceCheck(None, False)
-    if k < problem.K - 1 and _flops(problem, np.arange(problem.K), None) > PREFIT_FLOPS:
-        # below full rank, when the pruning's SVDs would cost as much as a fit
-        # (23 ms against a 45 ms fit at K = 100, N = 500), only the O(K log K)
-        # test of identical responses runs before the fit; the rest waits for
-        # the end point: a fit that ends with equations at the floor is
-        # checked in full then (_floor_decides)
-        rel = _identical_pair(problem)
-        if rel is not None:
-            raise ValueError(describe(problem, rel, k))
-        return ExistenceCheck(None, False)
-    check = relation_at_rank(problem, k)
+    check = relation_at_rank(problem, k, before_fit=True)
     if check.relation is not None:
         raise ValueError(describe(problem, check.relation, k))
     return check

@@ -84,6 +84,10 @@ OFFSET_ROUNDOFF = 1e4 * np.finfo(float).eps
 COORDINATE_TOL = 1e-6
 #: Skip the pruning when one round's SVD ``n P min(n, P)`` exceeds this (flops).
 EXISTENCE_CHECK_FLOPS = 2e10
+#: Below full rank the pruning runs before a fit only when one SVD of the
+#: stacked regressors costs at most this (flops, about 1 ms): at K = 100,
+#: N = 500 the SVDs took 23 ms of a 45 ms fit.
+PREFIT_FLOPS = 2e7
 #: Subsets of equations tested one by one for a small dependent set before
 #: the check gives up (each is one SVD of the subset's stacked regressors).
 SUBSET_BUDGET = 2000
@@ -254,34 +258,39 @@ def exact_relation(problem: Problem) -> ExactRelation | None:
     return _prune(problem)[0]
 
 
+def tied_pairs(keys: np.ndarray) -> np.ndarray:
+    """Pairs ``(i, j)``, ``i < j``, of rows of ``keys`` (K, m) that are equal and
+    neighbours in lexicographic order, sorted: every set of equal rows is
+    linked by a chain of such pairs.  O(K log K), no Python loop over rows."""
+    order = np.lexsort(keys.T[::-1])
+    tie = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
+    pairs = np.sort(np.column_stack([order[:-1][tie], order[1:][tie]]), axis=1)
+    return pairs[np.lexsort(pairs.T[::-1])]
+
+
 def _identical_pair(problem: Problem) -> ExactRelation | None:
     """Two equations with bit-identical responses (complete data): ``a = (1, -1)``.
 
-    Rows of ``Yt`` are sorted by a few of their entries (exact values: equal
-    rows tie); only the rows in ties are then sorted by their full bytes, so
-    that equal rows are neighbours.  O(K log K), no Python loop over equations.
+    Rows of ``Yt`` tied on a few of their entries (:func:`tied_pairs`; exact
+    values, so equal rows tie) are then sorted by their full bytes, so that
+    equal rows are neighbours; the smallest pair ``(i, j)`` is reported.
+    Dask data use hashes of the rows instead (``LazyProblem``).
     """
     if problem.O is not None or problem.K < 2:
         return None
     if is_lazy(problem.Yt):         # Dask data: from the validation pass's hashes
         pair = problem._identical_pair()
-        return None if pair is None else ExactRelation(pair, np.array([1.0, -1.0]),
-                                                       problem.N, True)
-    Yt = np.ascontiguousarray(problem.Yt)
-    K, N = Yt.shape
-    keys = Yt[:, np.unique(np.linspace(0, N - 1, min(N, 8)).astype(int))]
-    order = np.lexsort(keys.T[::-1])
-    tie = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
-    if not tie.any():
+    else:
+        Yt = np.ascontiguousarray(problem.Yt)
+        N = Yt.shape[1]
+        ties = tied_pairs(Yt[:, np.unique(np.linspace(0, N - 1, min(N, 8)).astype(int))])
+        cand = np.unique(ties)
+        rows = Yt[cand].view(np.dtype((np.void, N * Yt.itemsize))).ravel()
+        same = tied_pairs(rows[:, None])
+        pair = cand[same[0]] if same.size else None
+    if pair is None:
         return None
-    cand = np.unique(np.concatenate([order[1:][tie], order[:-1][tie]]))
-    rows = Yt[cand].view(np.dtype((np.void, N * Yt.itemsize))).ravel()
-    o = np.argsort(rows, kind="stable")
-    same = np.flatnonzero(rows[o[1:]] == rows[o[:-1]])
-    if same.size == 0:
-        return None
-    i, j = sorted((int(cand[o[same[0]]]), int(cand[o[same[0] + 1]])))
-    return ExactRelation(np.array([i, j]), np.array([1.0, -1.0]), problem.N, True)
+    return ExactRelation(np.asarray(pair), np.array([1.0, -1.0]), problem.N, True)
 
 
 def _subsets(c: int, largest: int) -> int:
@@ -302,8 +311,8 @@ def _smallest(problem: Problem, C: np.ndarray, largest: int) -> ExistenceCheck:
     return ExistenceCheck(None, True)
 
 
-def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = None
-                     ) -> ExistenceCheck:
+def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = None,
+                     *, before_fit: bool = False) -> ExistenceCheck:
     """Is the rank-``k`` likelihood unbounded?  A dependent set of at most
     ``k + 1`` equations if so (module docstring).
 
@@ -314,6 +323,10 @@ def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = N
     leaves few enough survivors to search -- then the search by size.  Cost:
     the pruning's SVDs (each within :data:`EXISTENCE_CHECK_FLOPS`), then at
     most :data:`SUBSET_BUDGET` small SVDs; beyond that ``decided=False``.
+    ``before_fit``: below full rank, stop after the identical responses
+    (``decided=False``) when one SVD of the stacked regressors would cost
+    more than :data:`PREFIT_FLOPS` -- the dispatcher then checks the fit's
+    end point in full if it lies on the floor.
     """
     if k <= 0 or problem.K < 2:
         return ExistenceCheck(None, True)     # k = 0: exact fits are refused earlier
@@ -325,6 +338,8 @@ def relation_at_rank(problem: Problem, k: int, candidates: np.ndarray | None = N
     if rel is not None:
         return ExistenceCheck(rel, True)
     K, N = problem.K, problem.N
+    if before_fit and k < K - 1 and _flops(problem, np.arange(K), None) > PREFIT_FLOPS:
+        return ExistenceCheck(None, False)         # as much as a fit: after it, if needed
     regressors = problem.pmax if problem.shared else min(N, int(problem.p.sum()))
     if k < K - 1 and regressors + K > N and _subsets(K, k + 1) > SUBSET_BUDGET:
         return ExistenceCheck(None, False)         # the pruning could not decide

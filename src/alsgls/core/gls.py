@@ -30,7 +30,6 @@ from .._warnings import warn
 from ..exceptions import ConvergenceWarning
 from .ops import (
     LowRankCovariance,
-    block_jacobi_inverse,
     design_matvec,
     gls_gradient,
     gls_pcg,

@@ -264,14 +264,14 @@ class LazyProblem(Problem):
             names=tuple(self.equation(int(j)) for j in J), parent_K=self.K)
 
     def _identical_pair(self) -> np.ndarray | None:
-        """The first two equations (in the order of the in-memory check) with
-        bit-identical responses, or None."""
-        seen: dict = {}
-        for j, key in enumerate(map(bytes, self.sums.hashes)):
-            for i in seen.get(key, ()):
-                if bool(materialize((self.Yt[i] == self.Yt[j]).all())):
-                    return np.array([i, j])
-            seen.setdefault(key, []).append(j)
+        """The smallest pair of equations with bit-identical responses, or None:
+        equal rows of hashes (:func:`alsgls.core.existence.tied_pairs`), each
+        candidate verified on the data."""
+        from .existence import tied_pairs
+
+        for i, j in tied_pairs(self.sums.hashes):
+            if bool(materialize((self.Yt[i] == self.Yt[j]).all())):
+                return np.array([i, j])
         return None
 
 
