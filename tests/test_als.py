@@ -13,9 +13,9 @@ from alsgls import (
     simulate_gls,
     simulate_sur,
 )
-from alsgls.core.als import _State, _beta_step
+from alsgls.core.als import _BetaBlock, _State
 from alsgls.core.problem import build_problem
-from alsgls.core.ops import block_jacobi_inverse
+from alsgls.core.ops import block_jacobi_inverse, design_rmatvec
 
 from . import _oracles as orc
 
@@ -134,11 +134,19 @@ def test_beta_step_with_known_sigma_is_dense_gls(small_system):
     data = build_problem(Xs, Y)
     theta = np.zeros((data.K, data.pmax))
     st = _State(theta=theta, Rt=data.Yt.copy(), F=truth.F, D=truth.D)
-    _beta_step(st, data, block_jacobi_inverse(data.gram), 1e-26, 0.0, 500)
+    info = _BetaBlock(st, data, block_jacobi_inverse(data.gram), 500).step(1e-26, 0.0)
+    assert info.iterations > 3
     beta = np.concatenate([st.theta[j, :p] for j, p in enumerate(data.p)])
     np.testing.assert_allclose(beta, orc.dense_gls(Xs, Y, truth.cov.to_dense()), rtol=1e-8)
     # residuals were tracked through CG without drift
     np.testing.assert_allclose(st.Rt.T, orc.residuals(Xs, Y, beta), atol=1e-10)
+    # and so were X'R and G'R, which the next gradient reads instead of passes
+    scale = np.abs(design_rmatvec(data.X, data.Yt)).max()
+    np.testing.assert_allclose(st.xr, design_rmatvec(data.X, st.Rt), rtol=0, atol=1e-12 * scale)
+    F, D, cov, Z = st.z_cache
+    assert F is st.F and D is st.D
+    np.testing.assert_allclose(Z, cov.G.T @ st.Rt, rtol=0,
+                               atol=1e-12 * np.abs(cov.G.T @ data.Yt).max())
 
 
 def test_scale_invariance(small_system):

@@ -195,9 +195,16 @@ def _scales(K):
 def test_per_equation_rescaling(system, solver, rtol):
     """Y[:, j] -> c_j Y[:, j]: B_j -> c_j B_j, F F' -> C F F' C, D -> c^2 D, and
     the NLL per row shifts by sum(log c).  Oracle: the unscaled fit.  Every ALS
-    step is equivariant (1e-8: measured 4e-15); the dense EM reaches the same
-    fixed point but its SQUAREM step length is a norm in parameter space, not
-    equivariant, so it agrees to its stopping tolerance (measured 9e-7 on D)."""
+    step is equivariant (1e-8); the dense EM reaches the same fixed point but
+    its SQUAREM step length is a norm in parameter space, not equivariant, so
+    it agrees to its stopping tolerance (measured 9e-7 on D).
+
+    D is pinned less tightly than B: the NLL is flat to round-off
+    (``eps |NLL|``, 1e-15 per row here) over a relative change of about 3e-8
+    in ``D_j``, and the steps' acceptance tests compare NLLs, so two fits
+    whose rounding differs stop up to that far apart (measured 2.3e-8 between
+    the scaled and unscaled ALS fits, and between ALS at ``tol`` 1e-12 and
+    1e-15); D is compared to ``10 * rtol``."""
     Xs, Y, _ = system
     c = _scales(Y.shape[1])
     base = solver(Xs, Y, 2, tol=1e-12)
@@ -205,7 +212,7 @@ def test_per_equation_rescaling(system, solver, rtol):
     for j in range(len(c)):
         np.testing.assert_allclose(fit.B[j], c[j] * base.B[j], rtol=rtol,
                                    atol=rtol * c[j] * np.abs(base.B[j]).max())
-    np.testing.assert_allclose(fit.D, c ** 2 * base.D, rtol=rtol)
+    np.testing.assert_allclose(fit.D, c ** 2 * base.D, rtol=10 * rtol)
     cc = np.outer(c, c)
     scale = np.sqrt(np.outer(np.diag(_cov(base)), np.diag(_cov(base))))   # correlation units
     np.testing.assert_allclose((fit.F @ fit.F.T) / cc / scale,

@@ -75,6 +75,7 @@ from .ops import (
     LowRankCovariance,
     apply_block,
     design_matvec,
+    design_rmatvec,
     gls_gradient,
     gls_pcg,
     subtract_scaled,
@@ -116,42 +117,79 @@ NOISE = 4.0
 _NO_STEP = CGInfo(0, 0.0, 0.0, 0.0, True)
 
 
-def _beta_step(
-    st: _State, problem: Problem, gram_inv: np.ndarray, abs_tol: float, budget: float,
-    cg_maxiter: int, restriction: LinearRestriction | None = None, rel: float = 1e-2,
-):
-    """GLS for beta given Sigma = F F' + diag(D) by PCG; updates theta and Rt.
+def _beta_gradient(st: _State, problem: Problem, gram_inv: np.ndarray,
+                   restriction: LinearRestriction | None = None
+                   ) -> tuple[LowRankCovariance, np.ndarray, float, bool]:
+    """The start of a beta-step: the GLS gradient at ``(theta, Sigma)``
+    (projected under a restriction, kept in ``st.grad``) and the decrease
+    still available, ``1/2 r' M^-1 r`` (total-NLL units).
+
+    On in-memory data the gradient is ``X'R / D - X' (G Z)`` from ``X'R``
+    and ``Z = G'R`` that the state keeps current (:meth:`_State.lowrank`:
+    ``Z`` is the factor step's, from its last NLL evaluation): one pass over
+    the designs.  Returns ``(cov, r, start, tracked)``; ``tracked`` says that
+    CG must keep ``X'R`` and ``G'R`` current (:func:`_beta_solve`).
+    """
+    X = problem.X
+    if st.work is None and type(st.Rt) is np.ndarray:
+        st.work = workspace(st.Rt.shape)
+    tracked = st.work is not None and type(X) is np.ndarray
+    if tracked:
+        cov, Z = st.lowrank(st.F, st.D)
+        if st.xr is None:
+            st.xr = design_rmatvec(X, st.Rt)
+        r = gls_gradient(X, cov, st.Rt, st.work[1], xr=st.xr, Z=Z)
+    else:
+        cov = LowRankCovariance(st.F, st.D)
+        r = gls_gradient(X, cov, st.Rt, None if st.work is None else st.work[1])
+    if restriction is not None:
+        r = restriction.block_metric(gram_inv, cov.inverse_diagonal).project(r)
+    st.grad = r
+    start = 0.5 * float(np.vdot(r, apply_block(gram_inv, cov.inverse_diagonal, r)))
+    return cov, r, start, tracked
+
+
+def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
+                abs_tol: float, budget: float, cg_maxiter: int,
+                restriction: LinearRestriction | None = None, rel: float = 1e-2) -> CGInfo:
+    """GLS for beta given Sigma = F F' + diag(D) by PCG from the gradient
+    ``grad`` of :func:`_beta_gradient`; updates theta and Rt.
 
     CG stops once the decrease still available, ``1/2 r' M^-1 r`` (total-NLL
     units), is below ``abs_tol`` or below ``min(budget, rel * start)``: there
     is no point solving beta far more accurately than Sigma is known.  With a
     restriction (``theta`` feasible) the residual is projected
-    (``RestrictionMetric.project``) and the gap is the restricted one.  The
-    starting residual ``r`` (the GLS gradient) is kept in ``st.grad``.
+    (``RestrictionMetric.project``) and the gap is the restricted one.  Each
+    step updates the residuals in place and, when ``tracked``, ``X'R`` and
+    ``G'R`` from the operator's by-products (:func:`ops.split_normal_matvec`).
     """
-    cov = LowRankCovariance(st.F, st.D)
+    cov, r, start, tracked = grad
     X, gram = problem.X, problem.gram
-    if st.work is None and type(st.Rt) is np.ndarray:
-        st.work = workspace(st.Rt.shape)
-    r = gls_gradient(X, cov, st.Rt, None if st.work is None else st.work[1])
-    scale = cov.inverse_diagonal
     project = None
     if restriction is not None:
-        project = restriction.block_metric(gram_inv, scale).project
-        r = project(r)
-    st.grad = r
-    start = 0.5 * float(np.vdot(r, apply_block(gram_inv, scale, r)))
+        project = restriction.block_metric(gram_inv, cov.inverse_diagonal).project
     gap_tol = max(abs_tol, min(budget, rel * start))
 
-    def on_step(alpha: float, U: np.ndarray) -> None:
-        st.Rt = subtract_scaled(st.Rt, alpha, U)     # in place: rebinding clears s_cache
+    def on_step(alpha: float, aux) -> None:
+        if not tracked:
+            st.Rt = subtract_scaled(st.Rt, alpha, aux)   # in place: rebinding clears caches
+            return
+        U, Zv, Gv = aux
+        cache, xr = st.z_cache, st.xr
+        st.Rt = subtract_scaled(st.Rt, alpha, U)         # rebinding clears the caches...
+        xr -= alpha * Gv                                 # ...restored, moved along the step
+        st.xr = xr
+        if cache is not None and cache[2] is cov:
+            Z = cache[3]
+            Z -= alpha * Zv
+            st.z_cache = cache
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
-                             on_step, project, st.work)
+                             on_step, project, st.work, split=tracked)
     settled = settle_residuals(problem, st.Rt, st.theta)   # Dask: stored or re-expressed
     if settled is not st.Rt:
         st.Rt = settled
-    return info, cov
+    return info
 
 
 @dataclass
@@ -200,11 +238,18 @@ class _BetaBlock:
     cg_maxiter: int
     restriction: LinearRestriction | None = None
 
+    def gradient(self) -> tuple:
+        """The start of a beta-step (:func:`_beta_gradient`); its gap is ``[2]``."""
+        return _beta_gradient(self.st, self.problem, self.gram_inv, self.restriction)
+
+    def solve(self, grad: tuple, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
+        """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``."""
+        return _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
+                           self.cg_maxiter, self.restriction, rel)
+
     def step(self, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
-        """One beta-step (:func:`_beta_step`); updates ``st.theta``, ``st.Rt``."""
-        info, _ = _beta_step(self.st, self.problem, self.gram_inv, abs_tol, budget,
-                             self.cg_maxiter, self.restriction, rel)
-        return info
+        """One beta-step: the gradient, then CG; updates ``st.theta``, ``st.Rt``."""
+        return self.solve(self.gradient(), abs_tol, budget, rel)
 
     def move(self, theta: np.ndarray) -> None:
         """Set the coefficients (kept feasible under a restriction) and residuals."""
@@ -307,6 +352,7 @@ def _first_factor_step(theta: np.ndarray | None, Rt: np.ndarray, s: np.ndarray, 
     """The state at ``(F, D) = (0, s)`` after one loose factor step."""
     st = _State(theta=theta, Rt=Rt, F=np.zeros((Rt.shape[0], k)), D=s.copy(),
                 floor=options.d_floor * s)
+    st.s_cache = s      # the variances of these very residuals: no pass to recompute them
     # F = 0: the diagonal NLL, without a pass over R for the zero low-rank part
     st.nll = st.nll_of(st.F[:, :0], st.D)
     ols_nll = st.nll
@@ -424,11 +470,17 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
     co: _Coupled | None = None
     for sweep in range(limit + 1):
         if co is None:
-            info = _NO_STEP if beta is None else beta.step(scale * N,
-                                                           CG_BUDGET * pr.last_delta * N)
+            grad = None if beta is None else beta.gradient()
             amp = 1.0 / (1.0 - pr.rate())
             gap = max(1e-2 * pr.last_delta, pr.remaining(),
-                      (info.start_gap / N + st.d_gap) * amp)
+                      ((0.0 if grad is None else grad[2]) / N + st.d_gap) * amp)
+            # the last beta-step solves to POLISH * tol given the final Sigma (a
+            # few CG steps): the returned beta then meets its first-order
+            # condition far inside the tolerance
+            last = sweep > 0 and gap <= scale
+            info = _NO_STEP if beta is None else beta.solve(
+                grad, (POLISH if last else 1.0) * scale * N,
+                0.0 if last else CG_BUDGET * pr.last_delta * N)
         else:
             theta_x = st.theta
             info, gap, x_new, nll_T = _coupled_beta_step(st, co, beta, scale, pr)
@@ -441,11 +493,8 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
                 if st.theta is not theta_x:     # re-projected onto R beta = q
                     _refresh_nll(st, pr)
             elif beta is not None:
-                # Polish beta given the final Sigma (0-2 CG steps): the returned
-                # beta then meets its first-order condition far inside the tolerance
-                polish = beta.step(POLISH * scale * N, 0.0)
-                pr.gaps[-1] = polish.final_gap / N
-                if polish.iterations:
+                pr.gaps[-1] = info.final_gap / N
+                if info.iterations:
                     _refresh_nll(st, pr)
             return True
         if sweep == limit:  # out of sweeps: keep the last beta-step's gain

@@ -69,18 +69,41 @@ class _State:
     floor: np.ndarray | None = None  # (K,) the floor d_floor * s_j D was last set against
     work: tuple | None = None        # two (K, N) workspaces of the beta-step (ops.workspace)
     s_cache: np.ndarray | None = None   # residual variances of Rt (variances())
+    #: ``(F, D, LowRankCovariance(F, D), G' Rt)`` of the last NLL evaluation at
+    #: the current residuals (:meth:`lowrank`)
+    z_cache: tuple | None = None
+    xr: np.ndarray | None = None     # X' Rt (K, pmax) for the current residuals, if known
 
     def __setattr__(self, name: str, value) -> None:
-        if name == "Rt":                 # new residuals: their variances are unknown
+        if name == "Rt":                 # new residuals: what was derived from them is stale
             object.__setattr__(self, "s_cache", None)
+            object.__setattr__(self, "z_cache", None)
+            object.__setattr__(self, "xr", None)
         object.__setattr__(self, name, value)
+
+    def lowrank(self, F: np.ndarray, D: np.ndarray) -> tuple[LowRankCovariance, np.ndarray]:
+        """``(cov, Z)``: ``cov = LowRankCovariance(F, D)`` and ``Z = G' Rt`` at the
+        current residuals, reused when the last evaluation was at these very
+        ``F`` and ``D`` (the factor step's accepted point is the next beta-step's
+        covariance: its pass over ``Rt`` is not repeated)."""
+        c = self.z_cache
+        if c is not None and c[0] is F and c[1] is D:
+            return c[2], c[3]
+        cov = LowRankCovariance(F, D)
+        Z = cov.G.T @ self.Rt
+        self.z_cache = (F, D, cov, Z)
+        return cov, Z
 
     def nll_of(self, F: np.ndarray, D: np.ndarray) -> float:
         """NLL per row of the current residuals under ``F F' + diag(D)``, their
         row sums of squares from :meth:`variances` (one pass over ``Rt``, for
-        the low-rank part, when ``F`` has columns; none when it has not)."""
-        return LowRankCovariance(F, D).nll_per_row(
-            self.Rt, rowsq=self.Rt.shape[1] * self.variances())
+        the low-rank part, when ``F`` has columns and ``G' Rt`` is not known
+        from :meth:`lowrank`; none when it has not)."""
+        rowsq = self.Rt.shape[1] * self.variances()
+        if F.shape[1] == 0 or type(self.Rt) is not np.ndarray:
+            return LowRankCovariance(F, D).nll_per_row(self.Rt, rowsq=rowsq)
+        cov, Z = self.lowrank(F, D)
+        return cov.nll_per_row(self.Rt, rowsq=rowsq, Z=Z)
 
     def variances(self) -> np.ndarray:
         """``s_j = ||r_j||^2 / N`` of the current residuals, computed once while

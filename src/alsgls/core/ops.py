@@ -161,14 +161,17 @@ class LowRankCovariance:
             return self.matvec(V[:, None])[:, 0]
         return V * self.D[:, None] + self.F @ (self.F.T @ V)
 
-    def quad_form_total(self, Rt: np.ndarray, rowsq: np.ndarray | None = None) -> float:
+    def quad_form_total(self, Rt: np.ndarray, rowsq: np.ndarray | None = None,
+                        Z: np.ndarray | None = None) -> float:
         """``sum_i r_i' Sigma^-1 r_i`` for residuals ``Rt`` of shape (K, N).
 
-        ``rowsq`` (K,), if given, is ``sum_n Rt[j, n]**2`` (saves a pass).
+        ``rowsq`` (K,), if given, is ``sum_n Rt[j, n]**2``, and ``Z`` (k, N),
+        if given, is ``G' Rt`` (each saves a pass over ``Rt``).
         """
         if rowsq is None:
             rowsq = np.einsum("kn,kn->k", Rt, Rt)
-        Z = self.G.T @ Rt
+        if Z is None:
+            Z = self.G.T @ Rt
         return float(rowsq @ (1.0 / self.D) - np.einsum("kn,kn->", Z, Z))
 
     def nll_rows(self, Rt: np.ndarray) -> np.ndarray:
@@ -178,11 +181,13 @@ class LowRankCovariance:
         quad = np.einsum("kn,kn,k->n", Rt, Rt, 1.0 / self.D) - np.einsum("ln,ln->n", Z, Z)
         return 0.5 * (self.K * LOG_2PI + self.logdet + quad)
 
-    def nll_per_row(self, Rt: np.ndarray, rowsq: np.ndarray | None = None) -> float:
+    def nll_per_row(self, Rt: np.ndarray, rowsq: np.ndarray | None = None,
+                    Z: np.ndarray | None = None) -> float:
         """Gaussian negative log-likelihood per row of residuals ``Rt`` (K, N)
-        (``rowsq`` as in :meth:`quad_form_total`)."""
+        (``rowsq`` and ``Z`` as in :meth:`quad_form_total`)."""
         N = Rt.shape[1]
-        return 0.5 * (self.K * LOG_2PI + self.logdet) + 0.5 * self.quad_form_total(Rt, rowsq) / N
+        return (0.5 * (self.K * LOG_2PI + self.logdet)
+                + 0.5 * self.quad_form_total(Rt, rowsq, Z) / N)
 
     def to_dense(self) -> np.ndarray:
         """Dense ``Sigma`` (K, K).  For tests and small K only."""
@@ -448,13 +453,23 @@ def design_rmatvec(X: np.ndarray, W: np.ndarray) -> np.ndarray:
 
 
 def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray,
-                 work: np.ndarray | None = None) -> np.ndarray:
+                 work: np.ndarray | None = None, *, xr: np.ndarray | None = None,
+                 Z: np.ndarray | None = None) -> np.ndarray:
     """``g_j = X_j' (Sigma^-1 R')_j`` for residuals ``Rt`` (K, N): (K, p).
 
     ``Sigma^-1 R'`` by Woodbury (into ``work``, a (K, N) workspace, when
     given), then one stacked pass over X.  ``-g`` is the gradient of the
     total NLL with respect to the coefficients.
+
+    With ``xr = X' R`` (K, p) and ``Z = G' Rt`` (k, N) already known (the ALS
+    beta-step keeps both up to date, :func:`split_normal_matvec`) only the
+    low-rank part needs a pass: ``g = xr / D - X' (G Z)``.
     """
+    if xr is not None and not is_lazy(Rt):
+        if Z is None:
+            Z = cov.G.T @ Rt
+        W = np.matmul(cov.G, Z, out=work) if work is not None else cov.G @ Z
+        return xr / cov.D[:, None] - design_rmatvec(X, W)
     if is_lazy(Rt):
         g = design_rmatvec(X, Rt) / cov.D[:, None]
         if cov.k:
@@ -502,6 +517,26 @@ def normal_matvec(
     U, W = work
     design_matvec(X, V, out=U)
     return design_rmatvec(X, cov.solve(U, out=W)), U
+
+
+def split_normal_matvec(
+    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
+    work: tuple[np.ndarray, np.ndarray],
+) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The GLS normal operator of :func:`normal_matvec` with its diagonal part
+    from the Gram matrices: ``A v = (X_j'X_j v_j) / D_j - X' (G (G' U))``,
+    ``U = X v``.  Also returns ``(U, G' U, X_j'X_j v_j)``, the changes of
+    the residuals, of ``G' R`` and of ``X' R`` along ``v``, so that the ALS
+    beta-step keeps all three current without passes of their own
+    (:func:`gls_gradient` with ``xr`` and ``Z``).  ``work`` as in
+    :func:`normal_matvec`; ``gram`` (K, p, p) with a unit diagonal on
+    padding, where ``v`` is zero."""
+    U, W = work
+    design_matvec(X, V, out=U)
+    Zv = cov.G.T @ U
+    np.matmul(cov.G, Zv, out=W)
+    Gv = np.einsum("kpq,kq->kp", gram, V)
+    return Gv / cov.D[:, None] - design_rmatvec(X, W), (U, Zv, Gv)
 
 
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -646,17 +681,22 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
             theta: np.ndarray, r: np.ndarray, gap_tol: float, maxiter: int,
             on_step: Callable[[float, np.ndarray], None] | None = None,
             project: Callable[[np.ndarray], np.ndarray] | None = None,
-            work: tuple[np.ndarray, np.ndarray] | None = None):
+            work: tuple[np.ndarray, np.ndarray] | None = None, split: bool = False):
     """:func:`pcg` on the GLS normal equations given ``Sigma`` (``cov``): the
     matrix-free operator :func:`normal_matvec` and the block-Jacobi
     preconditioner ``(Sigma^-1)_jj X_j'X_j`` (:func:`apply_block`); the one
     place both the ALS beta-step and the GLS solve given Sigma build it.
     ``work``: two (K, N) workspaces for :func:`normal_matvec` (allocated here
     when not given).  The other arguments and the return value are those of
-    :func:`pcg`."""
+    :func:`pcg`.  ``split``: the operator :func:`split_normal_matvec` (in-memory
+    data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``."""
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
+    if split and work is not None:
+        return pcg(lambda v: split_normal_matvec(X, cov, v, gram, work),
+                   lambda g: apply_block(gram_inv, scale, g),
+                   theta, r, gap_tol, maxiter, on_step, project)
     return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
                lambda g: apply_block(gram_inv, scale, g),
                theta, r, gap_tol, maxiter, on_step, project)
