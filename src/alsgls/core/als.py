@@ -151,7 +151,8 @@ def _beta_gradient(st: _State, problem: Problem, gram_inv: np.ndarray,
 
 def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
                 abs_tol: float, budget: float, cg_maxiter: int,
-                restriction: LinearRestriction | None = None, rel: float = 1e-2) -> CGInfo:
+                restriction: LinearRestriction | None = None, rel: float = 1e-2,
+                single: bool = False) -> CGInfo:
     """GLS for beta given Sigma = F F' + diag(D) by PCG from the gradient
     ``grad`` of :func:`_beta_gradient`; updates theta and Rt.
 
@@ -162,6 +163,9 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
     (``RestrictionMetric.project``) and the gap is the restricted one.  Each
     step updates the residuals in place and, when ``tracked``, ``X'R`` and
     ``G'R`` from the operator's by-products (:func:`ops.split_normal_matvec`).
+    ``single`` (tracked only): at most the first CG step, its length from
+    ``v' A v`` without forming ``A v`` (:func:`ops.split_curvature`); the gap
+    after it is not known (NaN) until the next gradient.
     """
     cov, r, start, tracked = grad
     X, gram = problem.X, problem.gram
@@ -185,7 +189,8 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
             st.z_cache = cache
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
-                             on_step, project, st.work, split=tracked)
+                             on_step, project, st.work, split=tracked,
+                             single=single and tracked)
     settled = settle_residuals(problem, st.Rt, st.theta)   # Dask: stored or re-expressed
     if settled is not st.Rt:
         st.Rt = settled
@@ -237,15 +242,23 @@ class _BetaBlock:
     gram_inv: np.ndarray
     cg_maxiter: int
     restriction: LinearRestriction | None = None
+    #: the last full beta-step's first CG step met its tolerance (see _sweeps)
+    one_step: bool = False
 
     def gradient(self) -> tuple:
         """The start of a beta-step (:func:`_beta_gradient`); its gap is ``[2]``."""
         return _beta_gradient(self.st, self.problem, self.gram_inv, self.restriction)
 
-    def solve(self, grad: tuple, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
-        """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``."""
-        return _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
-                           self.cg_maxiter, self.restriction, rel)
+    def solve(self, grad: tuple, abs_tol: float, budget: float, rel: float = 1e-2,
+              single: bool = False) -> CGInfo:
+        """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``.
+        A full solve (``single`` False) that took CG steps records in
+        :attr:`one_step` whether its first step met the tolerance."""
+        info = _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
+                           self.cg_maxiter, self.restriction, rel, single)
+        if not single and info.iterations:
+            self.one_step = info.iterations == 1 and info.converged
+        return info
 
     def step(self, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
         """One beta-step: the gradient, then CG; updates ``st.theta``, ``st.Rt``."""
@@ -392,7 +405,7 @@ def run_als(problem: Problem, k: int, options: SolverOptions, *,
     converged = _sweeps(st, pr, k, options, rng, beta if update_beta else None, problem)
     return SolverRun(
         theta=st.theta, F=st.F, D=st.D, Rt=st.Rt, trace=pr.trace, converged=converged,
-        nll_at=lambda F: st.nll_of(F, st.D),
+        nll_at=st.nll_rotated,
         floor=st.floor if st.floor is not None else options.d_floor * _residual_variances(st.Rt),
         method="als", unit="sweep",
         note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
@@ -478,9 +491,15 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # few CG steps): the returned beta then meets its first-order
             # condition far inside the tolerance
             last = sweep > 0 and gap <= scale
+            # while the sweeps contract well and a full beta-step's first CG step
+            # met its tolerance, take that one step alone, its length from
+            # v'Av without forming Av (a pass over the designs less); the next
+            # sweep's gradient measures what it left, and the last step is full
+            single = (beta is not None and beta.one_step and not last
+                      and (not pr.ratios or pr.ratios[-1] <= STALL_RATIO))
             info = _NO_STEP if beta is None else beta.solve(
                 grad, (POLISH if last else 1.0) * scale * N,
-                0.0 if last else CG_BUDGET * pr.last_delta * N)
+                0.0 if last else CG_BUDGET * pr.last_delta * N, single=single)
         else:
             theta_x = st.theta
             info, gap, x_new, nll_T = _coupled_beta_step(st, co, beta, scale, pr)

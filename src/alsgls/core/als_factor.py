@@ -26,6 +26,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.linalg import solve_triangular
 
 from ._backend import materialize
 from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, top_eigenpairs
@@ -104,6 +105,22 @@ class _State:
             return LowRankCovariance(F, D).nll_per_row(self.Rt, rowsq=rowsq)
         cov, Z = self.lowrank(F, D)
         return cov.nll_per_row(self.Rt, rowsq=rowsq, Z=Z)
+
+    def nll_rotated(self, F: np.ndarray) -> float:
+        """:meth:`nll_of` at ``F = F_0 Q`` (``F_0 = self.F``, ``Q`` orthogonal k x k,
+        e.g. the canonical rotation) and ``self.D``: ``G' Rt`` from the cached
+        ``G_0' Rt`` (``F' D^-1 Rt = Q' L_0 G_0' Rt``), without a pass over ``Rt``.
+        The likelihood is invariant under rotations; this evaluates it at
+        ``F`` as formed, to round-off."""
+        c = self.z_cache
+        if (F.shape[1] == 0 or c is None or c[0] is not self.F or c[1] is not self.D
+                or type(self.Rt) is not np.ndarray):
+            return self.nll_of(F, self.D)
+        cov0, Z0 = c[2], c[3]
+        Q = np.linalg.lstsq(self.F, F, rcond=None)[0]
+        cov = LowRankCovariance(F, self.D)
+        Z = solve_triangular(cov.chol, Q.T @ (cov0.chol @ Z0), lower=True)
+        return cov.nll_per_row(self.Rt, rowsq=self.Rt.shape[1] * self.variances(), Z=Z)
 
     def variances(self) -> np.ndarray:
         """``s_j = ||r_j||^2 / N`` of the current residuals, computed once while

@@ -294,6 +294,40 @@ def orthonormalize(W: np.ndarray, basis: np.ndarray | None = None,
 PREDICT_SAFETY = 3.0
 
 
+def _predicted_pairs(T: np.ndarray, S: np.ndarray, Z: np.ndarray, lam: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray] | None:
+    """Ritz pairs of ``W W'`` on the span of ``W W' V`` from one subspace
+    iteration's products (:func:`top_eigenpairs`): ``T = W' V`` (N, b),
+    ``V' W W' V = S diag(lam) S'`` and ``Z = W W' V S`` (K, b).
+
+    ``W' V S`` has orthogonal columns of norms ``sqrt(lam)``, so with
+    ``Q = W' V S diag(lam)^-1/2`` (orthonormal) ``W Q = Z diag(lam)^-1/2``
+    and the pairs are the SVD of that K x b matrix, from the eigenpairs of its
+    b x b Gram matrix; the basis is re-orthonormalised when that lost more
+    than 1e-12 (Cholesky QR).  When ``lam`` spans more than 1e8 the Gram
+    route would lose digits: a QR of ``W' V S`` and an SVD instead.  Returns
+    ``(eigenvalues, eigenvectors (K, b))``, decreasing, or None when
+    ``W' V`` is numerically rank deficient.
+    """
+    if lam[-1] > 1e-8 * lam[0]:
+        Y = Z / np.sqrt(lam)
+        s2, E = np.linalg.eigh(Y.T @ Y)
+        s2, E = s2[::-1], E[:, ::-1]
+        if s2[-1] > 1e-8 * s2[0]:
+            U = Y @ (E / np.sqrt(s2))
+            C = U.T @ U
+            if np.abs(C - np.eye(C.shape[0])).max() > 1e-12:
+                U = solve_triangular(np.linalg.cholesky(C), U.T, lower=True).T
+            return s2, U
+    Q, Rq = np.linalg.qr(T @ S)                                # W' V S = Q Rq
+    d = np.abs(np.diag(Rq))
+    if not (d.size and d.min() > 1e-8 * d.max()):
+        return None
+    Y = solve_triangular(Rq.T, Z.T, lower=True).T              # W Q (K, b)
+    U, sv, _ = np.linalg.svd(Y, full_matrices=False)
+    return sv ** 2, U
+
+
 def top_eigenpairs(
     Rt: np.ndarray, scale: np.ndarray, k: int, *, basis: np.ndarray | None,
     rng: np.random.Generator, maxiter: int, rtol: float, oversample: int = 8,
@@ -353,12 +387,9 @@ def top_eigenpairs(
         if rtol >= predicted_rtol and lam[k - 1] > 0:
             ratio = PREDICT_SAFETY * max(lam[-1], 0.0) / lam[:k]
             if np.all(res * ratio <= bound):
-                Q, Rq = np.linalg.qr(T @ S)                    # W' V S = Q Rq
-                d = np.abs(np.diag(Rq))
-                if d.size and d.min() > 1e-8 * d.max():
-                    Y = solve_triangular(Rq.T, Z.T, lower=True).T   # W Q (K, b)
-                    U, sv, _ = np.linalg.svd(Y, full_matrices=False)
-                    return sv[:k] ** 2, U[:, :k], U, it
+                pred = _predicted_pairs(T, S, Z, lam)
+                if pred is not None:
+                    return pred[0][:k], pred[1][:, :k], pred[1], it
         V, _ = np.linalg.qr(Z)
     return lam[:k], V[:, :k], V, maxiter
 
@@ -392,8 +423,12 @@ class CoefficientLayout:
         return np.arange(self.pmax)[None, :] < self.p[:, None]
 
     def unpad(self, theta: np.ndarray) -> list:
-        """(K, pmax) -> list of K (p_j, 1) arrays (copies)."""
-        return [theta[j, : self.p[j]].reshape(-1, 1).copy() for j in range(self.K)]
+        """(K, pmax) -> list of K (p_j, 1) arrays: views of one copy of ``theta``
+        (independent of it; no Python loop when every ``p_j = pmax``)."""
+        own = np.array(theta, dtype=np.float64)[:, :, None]
+        if self.K and np.all(self.p == self.pmax):
+            return list(own)
+        return [own[j, : self.p[j]] for j in range(self.K)]
 
     def pad(self, B: list, name: str = "B") -> np.ndarray:
         """List of K arrays (p_j,) or (p_j, 1) -> (K, pmax), zero-padded; checks sizes."""
@@ -539,6 +574,22 @@ def split_normal_matvec(
     return Gv / cov.D[:, None] - design_rmatvec(X, W), (U, Zv, Gv)
 
 
+def split_curvature(
+    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
+    work: tuple[np.ndarray, np.ndarray],
+) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``v' A v`` of the GLS normal operator without applying it: with
+    ``U = X v``, ``v' A v = sum_j ||u_j||^2 / D_j - ||G' U||^2`` (one pass
+    over the designs, none back).  Also returns the by-products of
+    :func:`split_normal_matvec`, so a step along ``v`` with exact line search
+    keeps the residuals, ``X' R`` and ``G' R`` current."""
+    U, _ = work
+    design_matvec(X, V, out=U)
+    Zv = cov.G.T @ U
+    vav = float(np.einsum("kn,kn->k", U, U) @ (1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
+    return vav, (U, Zv, np.einsum("kpq,kq->kp", gram, V))
+
+
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Two (K, N) float64 workspaces for :func:`normal_matvec` / :func:`gls_gradient`."""
     return np.empty(shape), np.empty(shape)
@@ -609,6 +660,7 @@ def pcg(
     maxiter: int,
     on_step: Callable[[float, np.ndarray], None] | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
+    curvature: Callable[[np.ndarray], tuple[float, Any]] | None = None,
 ) -> tuple[np.ndarray, CGInfo]:
     """Preconditioned conjugate gradients on ``A theta = b`` from a warm start.
 
@@ -637,6 +689,12 @@ def pcg(
         ``theta`` stays feasible, and ``1/2 r' M^-1 r`` is the gap of the
         restricted problem; re-projecting each residual keeps its component
         along ``R'`` (the multipliers) from growing.
+    curvature : callable, optional
+        ``v -> (v' A v, aux)``.  When given, at most one step is taken --
+        preconditioned steepest descent with exact line search, the first CG
+        step -- and ``A v`` itself is never formed: the step is the same, but
+        the gap after it is not known (``final_gap`` is NaN, ``converged``
+        False).  For callers that check the gap at their next gradient.
 
     Returns
     -------
@@ -651,6 +709,17 @@ def pcg(
     decrease = 0.0
     d = z.copy()
     it = 0
+    if curvature is not None:
+        if gap <= gap_tol or maxiter < 1:
+            return theta, CGInfo(0, start_gap, gap, 0.0, True)
+        dad, aux = curvature(d)
+        if dad <= 0:
+            raise FloatingPointError("CG breakdown: the GLS normal operator is not positive definite")
+        alpha = rz / dad
+        theta += alpha * d
+        if on_step is not None:
+            on_step(alpha, aux)
+        return theta, CGInfo(1, start_gap, float("nan"), 0.5 * alpha * rz, False)
     while gap > gap_tol and it < maxiter:
         q, aux = apply_A(d)
         dq = float(np.vdot(d, q))
@@ -681,7 +750,8 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
             theta: np.ndarray, r: np.ndarray, gap_tol: float, maxiter: int,
             on_step: Callable[[float, np.ndarray], None] | None = None,
             project: Callable[[np.ndarray], np.ndarray] | None = None,
-            work: tuple[np.ndarray, np.ndarray] | None = None, split: bool = False):
+            work: tuple[np.ndarray, np.ndarray] | None = None, split: bool = False,
+            single: bool = False):
     """:func:`pcg` on the GLS normal equations given ``Sigma`` (``cov``): the
     matrix-free operator :func:`normal_matvec` and the block-Jacobi
     preconditioner ``(Sigma^-1)_jj X_j'X_j`` (:func:`apply_block`); the one
@@ -689,14 +759,17 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
     ``work``: two (K, N) workspaces for :func:`normal_matvec` (allocated here
     when not given).  The other arguments and the return value are those of
     :func:`pcg`.  ``split``: the operator :func:`split_normal_matvec` (in-memory
-    data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``."""
+    data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``; with
+    ``single`` as well, one step by :func:`split_curvature` (``pcg``'s
+    ``curvature``)."""
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
     if split and work is not None:
+        curvature = (lambda v: split_curvature(X, cov, v, gram, work)) if single else None
         return pcg(lambda v: split_normal_matvec(X, cov, v, gram, work),
                    lambda g: apply_block(gram_inv, scale, g),
-                   theta, r, gap_tol, maxiter, on_step, project)
+                   theta, r, gap_tol, maxiter, on_step, project, curvature)
     return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
                lambda g: apply_block(gram_inv, scale, g),
                theta, r, gap_tol, maxiter, on_step, project)

@@ -199,7 +199,7 @@ class Problem:
         # the scaled rows' residual variances are the weighted ones, whose exact-fit
         # test is the weighted problem's (about the weighted mean, not about a
         # constant that sqrt(w) has turned into a non-constant)
-        for name in ("total_variances", "zero_variance_threshold"):
+        for name in ("mean_squares", "total_variances", "zero_variance_threshold"):
             out.__dict__[name] = getattr(self, name)
         return out
 
@@ -287,7 +287,7 @@ class Problem:
             Rt *= self.O
         ss = self._sumsq(Rt)
         rounding = (REFINE_GUARD * self.pmax * np.finfo(float).eps * self.condition ** 3) ** 2 \
-            * self.total_variances[1] * self.n_weighted
+            * self.mean_squares * self.n_weighted
         if np.any(rounding > REFINE_RTOL ** 2 * ss):
             g = design_rmatvec(self.X, self._weighted(Rt))
             delta = self.solve_gram(g)
@@ -343,6 +343,11 @@ class Problem:
         return rho <= ROUNDOFF_FACTOR ** 2 * np.finfo(float).eps * self.condition ** 2
 
     @cached_property
+    def mean_squares(self) -> np.ndarray:
+        """The (weighted) mean square of each response over its observed rows (K,)."""
+        return self._sumsq(self.Yt) / self.n_weighted
+
+    @cached_property
     def total_variances(self) -> tuple[np.ndarray, np.ndarray]:
         """``(total, msq)`` (K,) each: the weighted variance of each response
         about its mean when its design spans a constant (its centred total sum
@@ -350,7 +355,7 @@ class Problem:
         A response whose offset dominates its spread is summed about its mean
         (a second pass), so an offset costs no digits."""
         n = self.n_weighted
-        msq = self._sumsq(self.Yt) / n
+        msq = self.mean_squares
         mean = self._sums(self.Yt) / n
         total = np.where(self.spans_constant, msq - mean * mean, msq)
         # msq - mean^2 keeps 10 digits where it is above 1e-6 msq; below, the
@@ -385,6 +390,17 @@ class Problem:
         leaves the answer unchanged, up to round-off).  ``sumsq``: the
         residuals' sums of squares when known (``ols(sumsq=True)``)."""
         s = (self._sumsq(Rt) if sumsq is None else sumsq) / self.n_weighted
+        if "zero_variance_threshold" not in self.__dict__:
+            # the threshold is at most this bound (a total variance is at most the
+            # mean square): above it, no equation is fitted exactly, and the
+            # centred variances (a pass over the designs, for the constant's
+            # span) are not needed
+            eps = np.finfo(float).eps
+            bound = np.maximum(np.maximum(ZERO_VARIANCE_RTOL,
+                                          (ROUNDOFF_FACTOR * eps * self.condition) ** 2)
+                               * self.mean_squares, np.finfo(float).tiny)
+            if not np.any(s <= bound):
+                return s, np.zeros(0, dtype=np.intp)
         return s, np.flatnonzero(s <= self.zero_variance_threshold)
 
     def residual_variances(self, Rt: np.ndarray, sumsq: np.ndarray | None = None
@@ -481,13 +497,15 @@ def restore_problem(state: dict, Xs: list, Y: np.ndarray, shared: bool) -> Probl
 # Coercion
 # ---------------------------------------------------------------------------------
 
-def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False) -> np.ndarray:
+def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False,
+                    check_finite: bool = True) -> np.ndarray:
     """Coerce ``a`` to a float64 array with ``ndim`` dimensions (no copy when it
     already is one).
 
     Raises ``TypeError`` for non-numeric or complex input and ``ValueError`` for
     the wrong dimensionality, inf, or NaN unless ``allow_nan``; messages name
-    ``name``.  Never modifies ``a``.
+    ``name``.  ``check_finite=False`` leaves the values to the caller
+    (:func:`has_nan`).  Never modifies ``a``.
     """
     if hasattr(a, "to_numpy"):
         a = a.to_numpy()
@@ -499,11 +517,37 @@ def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False
     if arr.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
     arr = np.asarray(arr, dtype=np.float64)
-    bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
-    if bad.any():
-        raise ValueError(f"{name} contains NaN or inf (first at index "
-                         f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
+    if check_finite:
+        bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or inf (first at index "
+                             f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
     return arr
+
+
+def has_nan(arr: np.ndarray, name: str) -> bool:
+    """Whether the float array ``arr`` holds NaN (missing values); ``ValueError``
+    naming ``name`` for inf.  One pass when every value is finite."""
+    if np.isfinite(arr).all():
+        return False
+    as_float_matrix(arr, name, arr.ndim, allow_nan=True)      # raises for inf
+    return True
+
+
+class _DesignNames:
+    """How messages name each of K designs: the caller's names, or ``Xs[j]``
+    (``Xs`` alone for one design shared by every equation), formed on demand."""
+
+    def __init__(self, K: int, given: Sequence[str] | None = None) -> None:
+        self.K, self.given, self.shared = K, None if given is None else list(given), False
+
+    def __len__(self) -> int:
+        return self.K
+
+    def __getitem__(self, j: int) -> str:
+        if self.given is not None:
+            return str(self.given[j]) if j < len(self.given) else f"Xs[{j}]"
+        return "Xs (the design shared by every equation)" if self.shared else f"Xs[{j}]"
 
 
 def check_missing(missing: Any) -> str:
@@ -563,17 +607,18 @@ def _same_array(a: Any, b: Any) -> bool:
             and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
-def design_list(Xs: Any, N: int, names: list[str]) -> tuple[list, bool, np.ndarray | None]:
+def design_list(Xs: Any, N: int, names: _DesignNames) -> tuple[list, bool, np.ndarray | None]:
     """The designs as a list of 2-D float arrays (views where possible), whether
-    one design is shared by every equation, and the caller's 3-D array if any."""
+    one design is shared by every equation, and the caller's 3-D array if any
+    (then the list is empty: the caller reads the array, whose values it
+    checks with :func:`has_nan`)."""
     if (isinstance(Xs, np.ndarray) or hasattr(Xs, "to_numpy")) and np.ndim(Xs) == 2:
         x = as_float_matrix(Xs, "Xs", 2, allow_nan=True)      # one design (a DataFrame too)
-        if names[0] == "Xs[0]":
-            names[:] = ["Xs (the design shared by every equation)"] * len(names)
+        names.shared = True
         return [x] * len(names), True, None
     if isinstance(Xs, np.ndarray) and Xs.ndim == 3:
-        X3 = np.ascontiguousarray(as_float_matrix(Xs, "Xs", 3, allow_nan=True))
-        return list(X3), False, X3
+        X3 = np.ascontiguousarray(as_float_matrix(Xs, "Xs", 3, check_finite=False))
+        return [], False, X3
     if isinstance(Xs, (str, bytes)) or not isinstance(Xs, Sequence):
         raise TypeError("Xs must be a list of K 2-D arrays (N, p_j), a 3-D array (K, N, p) "
                         f"or one 2-D design (N, p) shared by all equations; got {type(Xs).__name__}")
@@ -736,12 +781,14 @@ def _stack(mats: list, X3: np.ndarray | None, rows: np.ndarray, obs: np.ndarray 
            shared: bool, layout: CoefficientLayout) -> np.ndarray:
     """The (K, n, pmax) design array: a view when possible, one copy otherwise."""
     K, n = layout.K, rows.size
-    full = rows.size == mats[0].shape[0]
+    full = rows.size == (X3.shape[1] if X3 is not None else mats[0].shape[0])
     if shared and obs is None:
         x = mats[0] if full else mats[0][rows]
         return np.broadcast_to(x, (K, n, layout.pmax))
     if X3 is not None and obs is None and full:
         return X3                                     # the caller's (K, N, p) array
+    if X3 is not None and obs is None:
+        return X3[:, rows]
     X = np.zeros((K, n, layout.pmax))
     for j, x in enumerate(mats):  # one copy per equation, outside any hot path
         xj = x if full else x[rows]
@@ -815,32 +862,44 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     """
     check_missing(missing)
     _refuse_lazy(Xs, Y)
-    Ya = as_float_matrix(Y, "Y", 2, allow_nan=True)
+    Ya = as_float_matrix(Y, "Y", 2, check_finite=False)
     N0, K = Ya.shape
     if K == 0 or N0 == 0:
         raise ValueError(f"Y must have at least one row and one column, got {Ya.shape}")
+    y_nan = has_nan(Ya, "Y")
     labels = tuple(str(lab) for lab in labels) if labels is not None else None
-    names = list(design_names) if design_names is not None else [f"Xs[{j}]" for j in range(K)]
+    names = _DesignNames(K, design_names)
     mats, shared, X3 = design_list(Xs, N0, names)
-    if len(mats) != K:
+    if X3 is not None:
+        if X3.shape[0] != K:
+            raise ValueError(f"Xs has {X3.shape[0]} equations but Y has K={K} columns")
+        shapes = [X3.shape[1:]]
+    elif len(mats) != K:
         raise ValueError(f"Xs has {len(mats)} equations but Y has K={K} columns")
+    else:
+        shapes = [x.shape for x in (mats[:1] if shared else mats)]
     eq = (lambda j: f"equation {labels[j]!r}") if labels else (lambda j: f"equation {j}")
-    for j, x in enumerate(mats[:1] if shared else mats):
-        if x.shape[0] != N0:
-            raise ValueError(f"{names[j]} has {x.shape[0]} rows but Y has {N0}")
-        if x.shape[1] == 0:
-            raise ValueError(f"{names[j]} has no columns; every equation needs a regressor")
+    for j, (n, p) in enumerate(shapes):
+        name = "Xs" if X3 is not None else names[j]
+        if n != N0:
+            raise ValueError(f"{name} has {n} rows but Y has {N0}")
+        if p == 0:
+            raise ValueError(f"{name} has no columns; every equation needs a regressor")
     w = check_weights(weights, N0)
-    x_nan = (np.isnan(X3).any() if X3 is not None      # one pass over a (K, N, p) array
+    x_nan = (has_nan(X3, "Xs") if X3 is not None      # one pass over a (K, N, p) array
              else any(np.isnan(x).any() for x in (mats[:1] if shared else mats)))
-    rows = (np.arange(N0) if not (np.isnan(Ya).any() or x_nan) and (w is None or (w > 0).all())
+    complete = not (y_nan or x_nan) and (w is None or (w > 0).all())
+    if not complete and X3 is not None:
+        mats = list(X3)
+    rows = (np.arange(N0) if complete
             else _nan_policy(Ya, mats, shared, w, missing, names.__getitem__, eq, notes,
                              nan_hint))
     Yr = Ya if rows.size == N0 else Ya[rows]
-    obs = ~np.isnan(Yr.T)
-    O = None if obs.all() else obs.astype(np.float64)
-    layout = CoefficientLayout(np.array([x.shape[1] for x in mats], dtype=np.int64))
-    _check_counts(layout, obs.sum(axis=1), eq)
+    obs = None if not y_nan else ~np.isnan(Yr.T)
+    O = None if obs is None or obs.all() else obs.astype(np.float64)
+    layout = CoefficientLayout(np.full(K, X3.shape[2], dtype=np.int64) if X3 is not None
+                               else np.array([x.shape[1] for x in mats], dtype=np.int64))
+    _check_counts(layout, rows.size if obs is None else obs.sum(axis=1), eq)
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
     gram = _gram(X, layout, O, wr, shared and O is None)
