@@ -693,6 +693,11 @@ def check_designs(X: np.ndarray, gram: np.ndarray, layout: CoefficientLayout,
     g = gram[:1] if gram.strides[0] == 0 else gram
     d = np.sqrt(np.einsum("kpp->kp", g))
     pad = ~layout.mask[: g.shape[0]]
+    huge = ~np.isfinite(d)
+    if huge.any():
+        j, c = (int(i) for i in np.argwhere(huge)[0])
+        raise ValueError(f"{name(j)} column {c} is too large: its sum of squares overflows "
+                         "float64 (values beyond about 1e154); rescale that column")
     zero_col = (d == 0) & ~pad
     if zero_col.any():
         j, c = (int(i) for i in np.argwhere(zero_col)[0])
@@ -886,7 +891,15 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
         if p == 0:
             raise ValueError(f"{name} has no columns; every equation needs a regressor")
     w = check_weights(weights, N0)
-    x_nan = (has_nan(X3, "Xs") if X3 is not None      # one pass over a (K, N, p) array
+    gram = None
+    if X3 is not None and w is None and not y_nan:
+        # the Gram matrices first: a finite diagonal (sums of squares) proves every
+        # value of the designs finite, sparing a pass over them
+        gram = _gram(X3, CoefficientLayout(np.full(K, X3.shape[2])), None, None, False)
+        if not np.all(np.isfinite(np.einsum("kpp->kp", gram))):
+            gram = None
+    x_nan = (False if gram is not None
+             else has_nan(X3, "Xs") if X3 is not None      # one pass over a (K, N, p) array
              else any(np.isnan(x).any() for x in (mats[:1] if shared else mats)))
     complete = not (y_nan or x_nan) and (w is None or (w > 0).all())
     if not complete and X3 is not None:
@@ -902,7 +915,8 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     _check_counts(layout, rows.size if obs is None else obs.sum(axis=1), eq)
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
-    gram = _gram(X, layout, O, wr, shared and O is None)
+    if gram is None:
+        gram = _gram(X, layout, O, wr, shared and O is None)
     cond = check_designs(X, gram, layout, names.__getitem__)
     Yt = np.ascontiguousarray(Yr.T) if O is None else np.where(obs, Yr.T, 0.0)
     problem = Problem(X=_readonly(X), Yt=_readonly(Yt), layout=layout, gram=gram, O=O, w=wr,
