@@ -582,15 +582,16 @@ def split_curvature(
     work: tuple[np.ndarray, np.ndarray],
 ) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``v' A v`` of the GLS normal operator without applying it: with
-    ``U = X v``, ``v' A v = sum_j ||u_j||^2 / D_j - ||G' U||^2`` (one pass
-    over the designs, none back).  Also returns the by-products of
+    ``U = X v``, ``v' A v = sum_j v_j' X_j'X_j v_j / D_j - ||G' U||^2`` (one
+    pass over the designs, none back).  Also returns the by-products of
     :func:`split_normal_matvec`, so a step along ``v`` with exact line search
     keeps the residuals, ``X' R`` and ``G' R`` current."""
     U, _ = work
     design_matvec(X, V, out=U)
     Zv = cov.G.T @ U
-    vav = float(np.einsum("kn,kn->k", U, U) @ (1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
-    return vav, (U, Zv, np.einsum("kpq,kq->kp", gram, V))
+    Gv = np.einsum("kpq,kq->kp", gram, V)
+    vav = float(np.einsum("kp,kp,k->", V, Gv, 1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
+    return vav, (U, Zv, Gv)
 
 
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
