@@ -163,9 +163,9 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
     (``RestrictionMetric.project``) and the gap is the restricted one.  Each
     step updates the residuals in place and, when ``tracked``, ``X'R`` and
     ``G'R`` from the operator's by-products (:func:`ops.split_normal_matvec`).
-    ``single`` (tracked only): at most the first CG step, its length from
-    ``v' A v`` without forming ``A v`` (:func:`ops.split_curvature`); the gap
-    after it is not known (NaN) until the next gradient.
+    ``single``: at most the first CG step, its length from ``v' A v`` without
+    forming ``A v`` (:func:`ops.split_curvature`); the gap after it is not
+    known (NaN) until the next gradient.
     """
     cov, r, start, tracked = grad
     X, gram = problem.X, problem.gram
@@ -189,8 +189,7 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
             st.z_cache = cache
 
     st.theta, info = gls_pcg(X, gram, gram_inv, cov, st.theta, r, gap_tol, cg_maxiter,
-                             on_step, project, st.work, split=tracked,
-                             single=single and tracked)
+                             on_step, project, st.work, split=tracked, single=single)
     settled = settle_residuals(problem, st.Rt, st.theta)   # Dask: stored or re-expressed
     if settled is not st.Rt:
         st.Rt = settled
@@ -349,13 +348,15 @@ def _start(problem: Problem, k: int, options: SolverOptions, rng: np.random.Gene
     """OLS (restricted OLS with a restriction), the zero-residual-variance check
     and a first (loose) factor step."""
     gram_inv = problem.gram_inv
-    theta, Rt, ss = problem.ols(sumsq=True)
+    theta, Rt, ss, xr = problem.ols(sumsq=True, moments=True)
     s = problem.residual_variances(Rt, ss)
     if restriction is not None:     # restricted OLS: the X'X-nearest feasible point
         theta = restriction.block_metric(gram_inv).feasible(theta)
         Rt = problem.Yt - design_matvec(problem.X, theta)
-        s = _residual_variances(Rt)
+        s, xr = _residual_variances(Rt), None
     st, pr = _first_factor_step(theta, Rt, s, k, options, rng)
+    if xr is not None and st.Rt is Rt:
+        st.xr = xr          # X'R of the OLS residuals: the first gradient's diagonal part
     return st, pr, gram_inv
 
 

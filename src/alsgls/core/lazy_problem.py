@@ -140,10 +140,15 @@ class LazyProblem(Problem):
         return self.Yt - design_matvec(self.X, theta)
 
     # -- least squares and the statistics of the validation pass ----------------------
-    def ols(self, sumsq: bool = False) -> tuple:
+    def ols(self, sumsq: bool = False, moments: bool = False) -> tuple:
         """:meth:`Problem.ols` on Dask data: coefficients (K, p) NumPy, residuals
         (K, N) Dask (persisted), and with ``sumsq=True`` their sums of squares;
-        two passes, the refinement's test in the second."""
+        two passes, the refinement's test in the second.  ``moments=True``
+        appends None (the Dask beta-step forms its gradients from the residuals)."""
+        out = self._ols(sumsq)
+        return out + (None,) if moments else out
+
+    def _ols(self, sumsq: bool) -> tuple:
         theta = self.solve_gram(materialize(design_rmatvec(self.X, self.Yt)))
         Rt = self.Yt - design_matvec(self.X, theta)
         g, ss = compute_many(design_rmatvec(self.X, Rt), self._sumsq(Rt))

@@ -594,6 +594,17 @@ def split_curvature(
     return vav, (U, Zv, Gv)
 
 
+def curvature(X: Any, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray
+              ) -> tuple[float, Any]:
+    """``v' A v`` as :func:`split_curvature` without workspaces (Dask data too):
+    returns it and ``U = X v``, the residuals' change along ``v``."""
+    U = design_matvec(X, V)
+    Zv = materialize(cov.G.T @ U)
+    vav = float(np.einsum("kp,kp,k->", V, np.einsum("kpq,kq->kp", gram, V), 1.0 / cov.D)
+                - np.einsum("ln,ln->", Zv, Zv))
+    return vav, U
+
+
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Two (K, N) float64 workspaces for :func:`normal_matvec` / :func:`gls_gradient`."""
     return np.empty(shape), np.empty(shape)
@@ -767,19 +778,21 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
     when not given).  The other arguments and the return value are those of
     :func:`pcg`.  ``split``: the operator :func:`split_normal_matvec` (in-memory
     data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``; with
-    ``single`` as well, one step by :func:`split_curvature` (``pcg``'s
-    ``curvature``)."""
+    ``single``, one step whose length comes from ``v' A v`` alone
+    (:func:`split_curvature`, or :func:`curvature` without ``split``;
+    ``pcg``'s ``curvature``)."""
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
     if split and work is not None:
-        curvature = (lambda v: split_curvature(X, cov, v, gram, work)) if single else None
+        curv = (lambda v: split_curvature(X, cov, v, gram, work)) if single else None
         return pcg(lambda v: split_normal_matvec(X, cov, v, gram, work),
                    lambda g: apply_block(gram_inv, scale, g),
-                   theta, r, gap_tol, maxiter, on_step, project, curvature)
+                   theta, r, gap_tol, maxiter, on_step, project, curv)
+    curv = (lambda v: curvature(X, cov, v, gram)) if single else None
     return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
                lambda g: apply_block(gram_inv, scale, g),
-               theta, r, gap_tol, maxiter, on_step, project)
+               theta, r, gap_tol, maxiter, on_step, project, curv)
 
 
 class BlockDesignOperator(LinearOperator):

@@ -263,10 +263,12 @@ class Problem:
         """``W`` times the observation weights (``W`` is zero where missing)."""
         return W if self.w is None else W * self.w[None, :]
 
-    def ols(self, sumsq: bool = False) -> tuple:
+    def ols(self, sumsq: bool = False, moments: bool = False) -> tuple:
         """Equation-by-equation (weighted) OLS on the observed rows:
         coefficients (K, pmax) and residuals (K, N), zero where missing, and
-        with ``sumsq=True`` their (weighted) sums of squares (K,) as well.
+        with ``sumsq=True`` their (weighted) sums of squares (K,) as well;
+        with ``moments=True`` then also ``X_j' W r_j`` (K, pmax), the
+        residuals' moments, or None when refined residuals need a pass for them.
 
         The normal equations (one Gram factorisation for a shared design),
         then, when it matters, one step of iterative refinement: the
@@ -279,8 +281,14 @@ class Problem:
         residuals (``kappa`` the column-scaled condition of the design), so
         an equation with ``REFINE_GUARD pmax eps kappa^3 ||y|| <= REFINE_RTOL
         ||r||`` needs no pass over the data for it.
+
+        The moments ``X' W r`` then follow from the normal equations,
+        ``X'W y - (X'WX) theta``, also without a pass: that difference errs by
+        about ``eps kappa^2 ||X_j|| ||y_j||``, which the same bound puts below
+        ``1e-13 ||X_j|| ||r_j||``, as accurate as forming them from ``r``.
         """
-        theta = self.solve_gram(design_rmatvec(self.X, self._weighted(self.Yt)))
+        xty = design_rmatvec(self.X, self._weighted(self.Yt))
+        theta = self.solve_gram(xty)
         Rt = design_matvec(self.X, theta)
         np.subtract(self.Yt, Rt, out=Rt)
         if self.O is not None:
@@ -288,6 +296,7 @@ class Problem:
         ss = self._sumsq(Rt)
         rounding = (REFINE_GUARD * self.pmax * np.finfo(float).eps * self.condition ** 3) ** 2 \
             * self.mean_squares * self.n_weighted
+        xr = None
         if np.any(rounding > REFINE_RTOL ** 2 * ss):
             g = design_rmatvec(self.X, self._weighted(Rt))
             delta = self.solve_gram(g)
@@ -297,7 +306,12 @@ class Problem:
                 fix = design_matvec(self.X, delta)
                 Rt -= fix if self.O is None else fix * self.O
                 ss = self._sumsq(Rt)
-        return (theta, Rt, ss) if sumsq else (theta, Rt)
+            else:
+                xr = g
+        elif moments:
+            xr = xty - np.einsum("kpq,kq->kp", self.gram, theta)
+        out = (theta, Rt, ss) if sumsq else (theta, Rt)
+        return out + (xr,) if moments else out
 
     def _sums(self, V: np.ndarray) -> np.ndarray:
         """Weighted sums over each equation's observed rows, ``sum_i w_i o_ij V[j, i]``
