@@ -26,7 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from ._backend import materialize
 from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, top_eigenpairs
@@ -119,7 +118,7 @@ class _State:
         cov0, Z0 = c[2], c[3]
         Q = np.linalg.lstsq(self.F, F, rcond=None)[0]
         cov = LowRankCovariance(F, self.D)
-        Z = solve_triangular(cov.chol, Q.T @ (cov0.chol @ Z0), lower=True)
+        Z = np.linalg.solve(cov.chol, Q.T @ cov0.chol) @ Z0           # k x k, then k x N
         return cov.nll_per_row(self.Rt, rowsq=self.Rt.shape[1] * self.variances(), Z=Z)
 
     def variances(self) -> np.ndarray:

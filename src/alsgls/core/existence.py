@@ -261,7 +261,23 @@ def exact_relation(problem: Problem) -> ExactRelation | None:
 def tied_pairs(keys: np.ndarray) -> np.ndarray:
     """Pairs ``(i, j)``, ``i < j``, of rows of ``keys`` (K, m) that are equal and
     neighbours in lexicographic order, sorted: every set of equal rows is
-    linked by a chain of such pairs.  O(K log K), no Python loop over rows."""
+    linked by a chain of such pairs.  O(K log K), no Python loop over rows.
+
+    Numeric keys are first sorted on their first column alone; only rows
+    that share it with another row (none, for continuous data) go through
+    the full lexicographic sort."""
+    if keys.dtype.kind == "f" and keys.shape[0] > 1 and keys.shape[1] > 1:
+        order = np.argsort(keys[:, 0], kind="stable")
+        eq = keys[order[1:], 0] == keys[order[:-1], 0]
+        dup = np.zeros(keys.shape[0], dtype=bool)
+        dup[1:] |= eq
+        dup[:-1] |= eq
+        cand = order[dup]
+        if cand.size < keys.shape[0]:
+            if cand.size == 0:
+                return np.zeros((0, 2), dtype=np.intp)
+            pairs = np.sort(cand[tied_pairs(keys[cand])], axis=1)
+            return pairs[np.lexsort(pairs.T[::-1])]
     order = np.lexsort(keys.T[::-1])
     tie = np.all(keys[order[1:]] == keys[order[:-1]], axis=1)
     pairs = np.sort(np.column_stack([order[:-1][tie], order[1:][tie]]), axis=1)

@@ -645,6 +645,10 @@ def design_list(Xs: Any, N: int, names: _DesignNames) -> tuple[list, bool, np.nd
 
 #: Elements of the transposed copy of a block of designs in :func:`_gram` (8 MiB).
 GRAM_BLOCK = 1 << 20
+#: Up to this many columns :func:`_gram` forms each pair of columns' products
+#: by its own einsum (faster measured up to p = 12; beyond, one einsum's
+#: call overhead is less than p (p + 1) / 2 calls').
+GRAM_PAIRS = 16
 
 
 def _gram(X: np.ndarray, layout: CoefficientLayout, O: np.ndarray | None,
@@ -654,15 +658,23 @@ def _gram(X: np.ndarray, layout: CoefficientLayout, O: np.ndarray | None,
         x = X[0] if w is None else X[0] * np.sqrt(w)[:, None]
         return _readonly(np.broadcast_to(x.T @ x, (layout.K, layout.pmax, layout.pmax)))
     if O is None and w is None:
-        # einsums along the rows of contiguous transposed copies of blocks of
-        # equations (the copy is at most GRAM_BLOCK elements): 20-50% faster
-        # than the stacked matmul on X at p = 3..5
+        # dot products along the rows of contiguous transposed copies of blocks
+        # of equations (the copy is at most GRAM_BLOCK elements), one einsum per
+        # pair of columns, each pair once: 35% faster than one einsum over all
+        # pairs and 20-50% faster than the stacked matmul on X at p = 3..5
         K, N, pm = X.shape
         gram = np.empty((K, pm, pm))
         step = max(1, GRAM_BLOCK // max(N * pm, 1))
         for a in range(0, K, step):
             Xt = np.ascontiguousarray(X[a:a + step].transpose(0, 2, 1))
-            np.einsum("kpn,kqn->kpq", Xt, Xt, out=gram[a:a + step])
+            g = gram[a:a + step]
+            if pm > GRAM_PAIRS:
+                np.einsum("kpn,kqn->kpq", Xt, Xt, out=g)
+                continue
+            for i in range(pm):
+                for j in range(i, pm):
+                    np.einsum("kn,kn->k", Xt[:, i], Xt[:, j], out=g[:, i, j])
+                    g[:, j, i] = g[:, i, j]
     else:
         Om = (np.ones(X.shape[:2]) if O is None else O) * (1.0 if w is None else w[None, :])
         gram = np.einsum("knp,kn,knq->kpq", X, Om, X)
