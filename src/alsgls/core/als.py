@@ -241,8 +241,9 @@ class _BetaBlock:
     gram_inv: np.ndarray
     cg_maxiter: int
     restriction: LinearRestriction | None = None
-    #: no full beta-step has needed more than its first CG step (see _sweeps)
-    one_step: bool = True
+    #: the last full beta-step that took CG steps met its tolerance with the
+    #: first (see _sweeps)
+    one_step: bool = False
 
     def gradient(self) -> tuple:
         """The start of a beta-step (:func:`_beta_gradient`); its gap is ``[2]``."""
@@ -251,12 +252,12 @@ class _BetaBlock:
     def solve(self, grad: tuple, abs_tol: float, budget: float, rel: float = 1e-2,
               single: bool = False) -> CGInfo:
         """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``.
-        A full solve (``single`` False) that needed more than one CG step
-        clears :attr:`one_step`."""
+        A full solve (``single`` False) that took CG steps records in
+        :attr:`one_step` whether the first one met the tolerance."""
         info = _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
                            self.cg_maxiter, self.restriction, rel, single)
-        if not single and info.iterations > 1:
-            self.one_step = False
+        if not single and info.iterations:
+            self.one_step = info.iterations == 1 and info.converged
         return info
 
     def step(self, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
@@ -493,10 +494,10 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # condition far inside the tolerance
             last = sweep > 0 and gap <= scale
             # while the sweeps contract well (the last decrease at most STALL_RATIO
-            # of the one before) and no full beta-step has needed a second CG
-            # step, take the first step alone, its length from v'Av without
-            # forming Av (a pass over the designs less): the next sweep's
-            # gradient measures what it left, and the last beta-step is full
+            # of the one before) and the last full beta-step met its tolerance
+            # with its first CG step, take that step alone, its length from v'Av
+            # without forming Av (a pass over the designs less): the next
+            # sweep's gradient measures what it left, and the last one is full
             single = (beta is not None and beta.one_step and not last
                       and (not pr.ratios or pr.ratios[-1] <= STALL_RATIO))
             info = _NO_STEP if beta is None else beta.solve(

@@ -635,7 +635,7 @@ def block_jacobi_inverse(gram: np.ndarray) -> np.ndarray:
     d = np.sqrt(np.einsum("kpp->kp", gram))
     inv = np.linalg.inv(gram / d[:, :, None] / d[:, None, :])
     inv = 0.5 * (inv + inv.transpose(0, 2, 1))
-    return inv / d[:, :, None] / d[:, None, :]
+    return inv / (d[:, :, None] * d[:, None, :])        # one division: stays symmetric
 
 
 def apply_block(Minv: np.ndarray, scale: np.ndarray, r: np.ndarray) -> np.ndarray:
