@@ -123,7 +123,7 @@ def test_curvature_is_vAv_of_dense_operator(shape):
     vav = float(v @ A @ v)
     work = ops.workspace((prob.K, prob.N))
     s_vav, (U, Zv, Gv) = ops.split_curvature(prob.X, cov, V, prob.gram, work)
-    c_vav, cU = ops.curvature(prob.X, cov, V, prob.gram)
+    c_vav, (cU, cZv, cGv) = ops.curvature(prob.X, cov, V, prob.gram)
     # v'Av is a sum of positive and negative parts, v'Av > 0 bounded away from the
     # cancellation (cond(Sigma) ~ 1e1): relative 1e-10
     np.testing.assert_allclose(s_vav, vav, rtol=RTOL)
@@ -133,7 +133,12 @@ def test_curvature_is_vAv_of_dense_operator(shape):
     _close(U, _dense_U(Xs, V))
     _close(cU, _dense_U(Xs, V))
     _close(Zv, cov.G.T @ _dense_U(Xs, V))
+    _close(cZv, Zv)
     _close(Gv, _dense_gram_v(Xs, V, prob.pmax))
+    _close(cGv, Gv)
+    # and A v completed from either's by-products is the dense A v
+    _close(prob.layout.flatten(ops.complete_normal(prob.X, cov, V, (U, Zv, Gv), work[1])), Av_ref)
+    _close(prob.layout.flatten(ops.complete_normal(prob.X, cov, V, (cU, cZv, cGv))), Av_ref)
 
 
 # ----------------------------------------------------------------------------------
@@ -178,8 +183,10 @@ def test_single_step_pcg_is_first_cg_step(shape):
         steps.append((alpha, tuple(a.copy() for a in aux)))
 
     work = ops.workspace((prob.K, prob.N))
-    ths, infos = ops.gls_pcg(X, gram, gram_inv, cov, theta0, r, 0.0, 50, on_step, None,
-                             work, split=True, single=True)
+    scale = cov.inverse_diagonal
+    ths, infos = ops.pcg(lambda v: ops.split_normal_matvec(X, cov, v, gram, work),
+                         lambda g: ops.apply_block(gram_inv, scale, g), theta0, r, 0.0, 50,
+                         on_step, curvature=lambda v: ops.split_curvature(X, cov, v, gram, work))
     assert infos.iterations == 1
     assert np.isnan(infos.final_gap) and infos.converged is False
     _close(ths, th1)
@@ -206,22 +213,48 @@ def test_single_step_pcg_is_first_cg_step(shape):
     drop = prob.N * (dense_nll_per_row(R0, cov.to_dense()) - dense_nll_per_row(R1, cov.to_dense()))
     np.testing.assert_allclose(infos.decrease, drop, rtol=1e-8)
 
-    # without split: curvature() and U as the aux; the same step
-    thc, infoc = ops.gls_pcg(X, gram, gram_inv, cov, theta0, r, 0.0, 50, split=False,
-                             single=True)
-    assert infoc.iterations == 1 and np.isnan(infoc.final_gap) and not infoc.converged
-    _close(thc, th1)
+    # gls_pcg(single=True) at K <= GAP_SAMPLE: the gap after the first step is
+    # computed exactly (A v completed), so CG goes on as the full solve does
+    th_full, info_full = ops.gls_pcg(X, gram, gram_inv, cov, theta0, r, 0.0, 50)
+    for split in (True, False):
+        thc, infoc = ops.gls_pcg(X, gram, gram_inv, cov, theta0, r, 0.0, 50, None, None,
+                                 ops.workspace((prob.K, prob.N)) if split else None,
+                                 split=split, single=True)
+        assert infoc.iterations == info_full.iterations
+        _close(thc, th_full)
 
     # pcg itself never forms A v when given a curvature
     def no_A(v):
         raise AssertionError("A v formed")
 
-    scale = cov.inverse_diagonal
     thp, infop = ops.pcg(no_A, lambda g: ops.apply_block(gram_inv, scale, g), theta0, r,
                          0.0, 50, curvature=lambda v: ops.curvature(X, cov, v, gram))
     assert infop.iterations == 1
     _close(thp, th1)
     np.testing.assert_allclose(infop.decrease, info1.decrease, rtol=RTOL)
+
+
+def test_sampled_gap_is_the_gap_after_one_step_when_every_equation_is_sampled(monkeypatch):
+    """sampled_gap with every equation in the sample: the exact gap the first
+    CG step leaves (the ordinary PCG's final gap after one step); None at
+    K <= GAP_SAMPLE."""
+    Xs, Y, _ = alsgls.simulate_sur(80, 40, 3, 2, seed=5)
+    prob = build_problem(Xs, Y)
+    rng = np.random.default_rng(5)
+    cov = ops.LowRankCovariance(rng.standard_normal((40, 2)), rng.uniform(0.5, 2.0, 40))
+    theta0, Rt0 = prob.ols()
+    X, gram, gram_inv = prob.X, prob.gram, prob.gram_inv
+    r = ops.gls_gradient(X, cov, Rt0)
+    _, info1 = ops.gls_pcg(X, gram, gram_inv, cov, theta0, r, 0.0, 1)
+    d = ops.apply_block(gram_inv, cov.inverse_diagonal, r)
+    vav, aux = ops.curvature(X, cov, d, gram)
+    alpha = float(np.vdot(r, d)) / vav
+    monkeypatch.setattr(ops, "GAP_SAMPLE", 39)           # stride 1: all 40 equations
+    # the two gaps come from the same algebra in different orders: 1e-10
+    np.testing.assert_allclose(ops.sampled_gap(X, cov, gram_inv, alpha, aux, r),
+                               info1.final_gap, rtol=1e-10)
+    monkeypatch.setattr(ops, "GAP_SAMPLE", 40)
+    assert ops.sampled_gap(X, cov, gram_inv, alpha, aux, r) is None
 
 
 def test_single_step_pcg_takes_no_step_within_tolerance():
@@ -714,11 +747,11 @@ def test_single_step_beta_steps_reach_the_same_optimum(monkeypatch):
     monkeypatch.setattr(ops, "split_curvature", lambda *a: calls.append(1) or real(*a))
     on = alsgls.als_gls(Xs, Y, 2)
     n_single = len(calls)
-    # one_step is a dataclass field: __init__ binds its default when the class is
-    # made, so a plain class attribute would not reach the instances; a property
-    # whose setter ignores __init__'s assignment does
-    monkeypatch.setattr(als._BetaBlock, "one_step",
-                        property(lambda self: False, lambda self, value: None))
+    # every beta-step a full CG solve
+    full = als._BetaBlock.solve
+    monkeypatch.setattr(als._BetaBlock, "solve",
+                        lambda self, grad, a, b, rel=1e-2, single=False:
+                        full(self, grad, a, b, rel, False))
     calls.clear()
     off = alsgls.als_gls(Xs, Y, 2)
     assert n_single > 0 and not calls                 # both paths really differ

@@ -163,9 +163,11 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
     (``RestrictionMetric.project``) and the gap is the restricted one.  Each
     step updates the residuals in place and, when ``tracked``, ``X'R`` and
     ``G'R`` from the operator's by-products (:func:`ops.split_normal_matvec`).
-    ``single``: at most the first CG step, its length from ``v' A v`` without
-    forming ``A v`` (:func:`ops.split_curvature`); the gap after it is not
-    known (NaN) until the next gradient.
+    ``single``: the first CG step's length from ``v' A v`` without forming
+    ``A v`` (:func:`ops.split_curvature`); the solve ends there when the gap
+    it left, estimated on a sample of equations (:func:`ops.sampled_gap`),
+    meets the tolerance (``final_gap`` NaN: the next gradient measures it),
+    else ``A v`` is completed and CG goes on.
     """
     cov, r, start, tracked = grad
     X, gram = problem.X, problem.gram
@@ -176,7 +178,8 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
 
     def on_step(alpha: float, aux) -> None:
         if not tracked:
-            st.Rt = subtract_scaled(st.Rt, alpha, aux)   # in place: rebinding clears caches
+            U = aux[0] if isinstance(aux, tuple) else aux
+            st.Rt = subtract_scaled(st.Rt, alpha, U)     # in place: rebinding clears caches
             return
         U, Zv, Gv = aux
         cache, xr = st.z_cache, st.xr
@@ -241,9 +244,6 @@ class _BetaBlock:
     gram_inv: np.ndarray
     cg_maxiter: int
     restriction: LinearRestriction | None = None
-    #: the last full beta-step that took CG steps met its tolerance with the
-    #: first (see _sweeps)
-    one_step: bool = False
 
     def gradient(self) -> tuple:
         """The start of a beta-step (:func:`_beta_gradient`); its gap is ``[2]``."""
@@ -251,14 +251,9 @@ class _BetaBlock:
 
     def solve(self, grad: tuple, abs_tol: float, budget: float, rel: float = 1e-2,
               single: bool = False) -> CGInfo:
-        """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``.
-        A full solve (``single`` False) that took CG steps records in
-        :attr:`one_step` whether the first one met the tolerance."""
-        info = _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
+        """CG from ``grad`` (:func:`_beta_solve`); updates ``st.theta``, ``st.Rt``."""
+        return _beta_solve(self.st, self.problem, self.gram_inv, grad, abs_tol, budget,
                            self.cg_maxiter, self.restriction, rel, single)
-        if not single and info.iterations:
-            self.one_step = info.iterations == 1 and info.converged
-        return info
 
     def step(self, abs_tol: float, budget: float, rel: float = 1e-2) -> CGInfo:
         """One beta-step: the gradient, then CG; updates ``st.theta``, ``st.Rt``."""
@@ -493,13 +488,10 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # few CG steps): the returned beta then meets its first-order
             # condition far inside the tolerance
             last = sweep > 0 and gap <= scale
-            # while the sweeps contract well (the last decrease at most STALL_RATIO
-            # of the one before) and the last full beta-step met its tolerance
-            # with its first CG step, take that step alone, its length from v'Av
-            # without forming Av (a pass over the designs less): the next
-            # sweep's gradient measures what it left, and the last one is full
-            single = (beta is not None and beta.one_step and not last
-                      and (not pr.ratios or pr.ratios[-1] <= STALL_RATIO))
+            # the first CG step's length from v'Av, and Av itself (a pass over
+            # the designs) only when a sample of equations says that step left
+            # more than the tolerance; the last beta-step is a full, exact solve
+            single = beta is not None and not last and beta.restriction is None
             info = _NO_STEP if beta is None else beta.solve(
                 grad, (POLISH if last else 1.0) * scale * N,
                 0.0 if last else CG_BUDGET * pr.last_delta * N, single=single)

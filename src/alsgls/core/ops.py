@@ -594,15 +594,51 @@ def split_curvature(
     return vav, (U, Zv, Gv)
 
 
+def complete_normal(X: Any, cov: LowRankCovariance, V: np.ndarray, aux: tuple,
+                    work: np.ndarray | None = None) -> np.ndarray:
+    """``A v`` from the by-products ``(U, G' U, X_j'X_j v_j)`` of
+    :func:`split_curvature` / :func:`curvature`: the adjoint pass
+    ``(X_j'X_j v_j) / D_j - X' (G (G' U))`` alone (``work``: a (K, N)
+    workspace for ``G G' U``)."""
+    _, Zv, Gv = aux
+    W = np.matmul(cov.G, Zv, out=work) if work is not None else cov.G @ Zv
+    return Gv / cov.D[:, None] - materialize(design_rmatvec(X, W))
+
+
+#: Equations sampled (evenly spaced) to estimate the gap a first CG step left
+#: (:func:`sampled_gap`); with at most this many, the gap is computed exactly.
+GAP_SAMPLE = 32
+
+
+def sampled_gap(X: Any, cov: LowRankCovariance, gram_inv: np.ndarray, alpha: float,
+                aux: tuple, r: np.ndarray) -> float | None:
+    """Estimate of ``1/2 r1' M^-1 r1`` after a first CG step ``alpha v`` with
+    by-products ``aux = (U, G' U, X_j'X_j v_j)``: ``r1_j = r_j - alpha (A v)_j``
+    on :data:`GAP_SAMPLE` evenly spaced equations (their share of the pass
+    over the designs), scaled to all K.  None when K is that small (the
+    exact gap then costs little: :func:`complete_normal`).  An estimate, not a
+    bound: it decides whether a beta-step ends after one step, and the next
+    gradient measures what it left."""
+    K = r.shape[0]
+    if K <= GAP_SAMPLE:
+        return None
+    _, Zv, Gv = aux
+    S = np.arange(0, K, K // GAP_SAMPLE)
+    Av = Gv[S] / cov.D[S, None] - materialize(design_rmatvec(X[S], cov.G[S] @ Zv))
+    r1 = r[S] - alpha * Av
+    scale = cov.inverse_diagonal[S]
+    return 0.5 * K / S.size * float(np.vdot(r1, apply_block(gram_inv[S], scale, r1)))
+
+
 def curvature(X: Any, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray
               ) -> tuple[float, Any]:
-    """``v' A v`` as :func:`split_curvature` without workspaces (Dask data too):
-    returns it and ``U = X v``, the residuals' change along ``v``."""
+    """``v' A v`` as :func:`split_curvature` without workspaces (Dask data too),
+    with the same by-products ``(U, G' U, X_j'X_j v_j)``."""
     U = design_matvec(X, V)
     Zv = materialize(cov.G.T @ U)
-    vav = float(np.einsum("kp,kp,k->", V, np.einsum("kpq,kq->kp", gram, V), 1.0 / cov.D)
-                - np.einsum("ln,ln->", Zv, Zv))
-    return vav, U
+    Gv = np.einsum("kpq,kq->kp", gram, V)
+    vav = float(np.einsum("kp,kp,k->", V, Gv, 1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
+    return vav, (U, Zv, Gv)
 
 
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -679,6 +715,8 @@ def pcg(
     on_step: Callable[[float, np.ndarray], None] | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     curvature: Callable[[np.ndarray], tuple[float, Any]] | None = None,
+    complete: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    estimate: Callable[[float, np.ndarray, Any, np.ndarray], float] | None = None,
 ) -> tuple[np.ndarray, CGInfo]:
     """Preconditioned conjugate gradients on ``A theta = b`` from a warm start.
 
@@ -708,11 +746,21 @@ def pcg(
         restricted problem; re-projecting each residual keeps its component
         along ``R'`` (the multipliers) from growing.
     curvature : callable, optional
-        ``v -> (v' A v, aux)``.  When given, at most one step is taken --
-        preconditioned steepest descent with exact line search, the first CG
-        step -- and ``A v`` itself is never formed: the step is the same, but
-        the gap after it is not known (``final_gap`` is NaN, ``converged``
-        False).  For callers that check the gap at their next gradient.
+        ``v -> (v' A v, aux)``: the first CG step's length without ``A v``.
+        Alone, at most that one step is taken (preconditioned steepest descent
+        with exact line search): the gap after it is not known (``final_gap``
+        is NaN, ``converged`` False), for callers that check it at their next
+        gradient.
+    complete : callable, optional
+        With ``curvature``: ``(v, aux) -> A v`` from the first step's
+        by-products, formed only when needed -- when ``estimate`` is not given
+        or estimates the gap after the first step above ``gap_tol``; CG then
+        continues as usual (the same iterates as without ``curvature``, to
+        round-off).
+    estimate : callable, optional
+        ``(alpha, v, aux, r) -> `` an estimate of ``1/2 r1' M^-1 r1`` after
+        the first step (``r`` the residual before it); at most ``gap_tol``
+        ends the solve after that step (``final_gap`` NaN).
 
     Returns
     -------
@@ -727,17 +775,26 @@ def pcg(
     decrease = 0.0
     d = z.copy()
     it = 0
-    if curvature is not None:
-        if gap <= gap_tol or maxiter < 1:
-            return theta, CGInfo(0, start_gap, gap, 0.0, True)
+    if curvature is not None and gap > gap_tol and maxiter >= 1:
         dad, aux = curvature(d)
         if dad <= 0:
             raise FloatingPointError("CG breakdown: the GLS normal operator is not positive definite")
         alpha = rz / dad
         theta += alpha * d
+        decrease += 0.5 * alpha * rz
         if on_step is not None:
             on_step(alpha, aux)
-        return theta, CGInfo(1, start_gap, float("nan"), 0.5 * alpha * rz, False)
+        it = 1
+        if complete is None or (estimate is not None and estimate(alpha, d, aux, r) <= gap_tol):
+            return theta, CGInfo(1, start_gap, float("nan"), decrease, False)
+        r -= alpha * complete(d, aux)
+        if project is not None:
+            r = project(r)
+        z = apply_Minv(r)
+        rz_new = float(np.vdot(r, z))
+        d = z + (rz_new / rz) * d
+        rz = rz_new
+        gap = 0.5 * rz
     while gap > gap_tol and it < maxiter:
         q, aux = apply_A(d)
         dq = float(np.vdot(d, q))
@@ -778,21 +835,32 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
     when not given).  The other arguments and the return value are those of
     :func:`pcg`.  ``split``: the operator :func:`split_normal_matvec` (in-memory
     data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``; with
-    ``single``, one step whose length comes from ``v' A v`` alone
-    (:func:`split_curvature`, or :func:`curvature` without ``split``;
-    ``pcg``'s ``curvature``)."""
+    ``single``, the first step's length comes from ``v' A v`` alone
+    (:func:`split_curvature`, or :func:`curvature` without ``split``), and
+    the solve ends there when :func:`sampled_gap` estimates the gap met;
+    otherwise ``A v`` is completed (:func:`complete_normal`) and CG goes on."""
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
+    lazy = {}
+    if single:
+        lazy = dict(complete=lambda v, aux: complete_normal(X, cov, v, aux,
+                                                            None if work is None else work[1]),
+                    estimate=lambda a, v, aux, res: _or_inf(
+                        sampled_gap(X, cov, gram_inv, a, aux, res)))
     if split and work is not None:
         curv = (lambda v: split_curvature(X, cov, v, gram, work)) if single else None
         return pcg(lambda v: split_normal_matvec(X, cov, v, gram, work),
                    lambda g: apply_block(gram_inv, scale, g),
-                   theta, r, gap_tol, maxiter, on_step, project, curv)
+                   theta, r, gap_tol, maxiter, on_step, project, curv, **lazy)
     curv = (lambda v: curvature(X, cov, v, gram)) if single else None
     return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
                lambda g: apply_block(gram_inv, scale, g),
-               theta, r, gap_tol, maxiter, on_step, project, curv)
+               theta, r, gap_tol, maxiter, on_step, project, curv, **lazy)
+
+
+def _or_inf(x: float | None) -> float:
+    return np.inf if x is None else x
 
 
 class BlockDesignOperator(LinearOperator):
