@@ -21,7 +21,7 @@ a D map that crawls (weak factors, Heywood cases) -- the *coupled phase*
 residuals, an accurate GLS step, and Anderson acceleration of the resulting
 map in beta.  On Munnell's nine regions (N = 17, seven regressors each) at
 k = 1 the plain sweeps contract at rate ~0.9 (216 sweeps to the MLE); the
-coupled phase reaches it in 39 (benchmarks/real_panels.py); on a recursive five-equation macro system
+coupled phase reaches it in 34-39 (benchmarks/real_panels.py); on a recursive five-equation macro system
 at full rank (rate 0.98) in 21 instead of thousands.
 
 Stopping rule: the NLL gap per row still available is estimated as the

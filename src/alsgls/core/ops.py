@@ -775,37 +775,27 @@ def pcg(
     decrease = 0.0
     d = z.copy()
     it = 0
-    if curvature is not None and gap > gap_tol and maxiter >= 1:
-        dad, aux = curvature(d)
-        if dad <= 0:
-            raise FloatingPointError("CG breakdown: the GLS normal operator is not positive definite")
-        alpha = rz / dad
-        theta += alpha * d
-        decrease += 0.5 * alpha * rz
-        if on_step is not None:
-            on_step(alpha, aux)
-        it = 1
-        if complete is None or (estimate is not None and estimate(alpha, d, aux, r) <= gap_tol):
-            return theta, CGInfo(1, start_gap, float("nan"), decrease, False)
-        r -= alpha * complete(d, aux)
-        if project is not None:
-            r = project(r)
-        z = apply_Minv(r)
-        rz_new = float(np.vdot(r, z))
-        d = z + (rz_new / rz) * d
-        rz = rz_new
-        gap = 0.5 * rz
     while gap > gap_tol and it < maxiter:
-        q, aux = apply_A(d)
-        dq = float(np.vdot(d, q))
+        lazy = curvature is not None and it == 0      # the first step's length from v'Av
+        if lazy:
+            dq, aux = curvature(d)
+        else:
+            q, aux = apply_A(d)
+            dq = float(np.vdot(d, q))
         if dq <= 0:
             raise FloatingPointError("CG breakdown: the GLS normal operator is not positive definite")
         alpha = rz / dq
         theta += alpha * d
-        r -= alpha * q
         decrease += 0.5 * alpha * rz
         if on_step is not None:
             on_step(alpha, aux)
+        it += 1
+        if lazy:
+            if complete is None or (estimate is not None
+                                    and estimate(alpha, d, aux, r) <= gap_tol):
+                return theta, CGInfo(1, start_gap, float("nan"), decrease, False)
+            q = complete(d, aux)
+        r -= alpha * q
         if project is not None:
             r = project(r)
         z = apply_Minv(r)
@@ -813,7 +803,6 @@ def pcg(
         d = z + (rz_new / rz) * d
         rz = rz_new
         gap = 0.5 * rz
-        it += 1
     return theta, CGInfo(it, start_gap, gap, decrease, gap <= gap_tol)
 
 
