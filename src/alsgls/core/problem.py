@@ -521,6 +521,22 @@ def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False
     ``name``.  ``check_finite=False`` leaves the values to the caller
     (:func:`has_nan`).  Never modifies ``a``.
     """
+    if type(a) is np.ndarray and a.dtype == np.float64:     # the common case, no dtype checks
+        arr = a
+    else:
+        arr = _numeric_array(a, name)
+    if arr.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
+    if check_finite:
+        bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
+        if bad.any():
+            raise ValueError(f"{name} contains NaN or inf (first at index "
+                             f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
+    return arr
+
+
+def _numeric_array(a: Any, name: str) -> np.ndarray:
+    """``a`` as a float64 array; ``TypeError`` for non-numeric or complex input."""
     if hasattr(a, "to_numpy"):
         a = a.to_numpy()
     arr = np.asarray(a)
@@ -528,15 +544,7 @@ def as_float_matrix(a: Any, name: str, ndim: int = 2, *, allow_nan: bool = False
         raise TypeError(f"{name} must be numeric, got dtype {arr.dtype}")
     if np.issubdtype(arr.dtype, np.complexfloating):
         raise TypeError(f"{name} must be real, got dtype {arr.dtype}")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must be {ndim}-D, got an array of shape {arr.shape}")
-    arr = np.asarray(arr, dtype=np.float64)
-    if check_finite:
-        bad = np.isinf(arr) if allow_nan else ~np.isfinite(arr)
-        if bad.any():
-            raise ValueError(f"{name} contains NaN or inf (first at index "
-                             f"{tuple(int(i) for i in np.argwhere(bad)[0])})")
-    return arr
+    return np.asarray(arr, dtype=np.float64)
 
 
 def has_nan(arr: np.ndarray, name: str) -> bool:
