@@ -378,7 +378,7 @@ def top_eigenpairs(
     V = basis
     lam = np.zeros(b)
     for it in range(1, maxiter + 1):
-        T = Rt.T @ (sc * V)                                    # W' V (N, b)
+        T = ((sc * V).T @ Rt).T                                # W' V (N, b)
         T, Z = compute_many(T, sc * (Rt @ T))                  # and W W' V (K, b)
         lam, S = np.linalg.eigh(V.T @ Z)
         lam, S = lam[::-1], S[:, ::-1]
