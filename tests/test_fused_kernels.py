@@ -3,7 +3,7 @@ each against a dense textbook reference or the route it replaced.
 
 What is checked, and against what:
 
-* ``split_normal_matvec``, ``split_curvature``, ``curvature``: the GLS normal
+* ``split_normal_matvec``, ``curvature`` (with and without workspaces): the GLS normal
   operator ``A = X' (Sigma^-1 kron I_N) X`` formed densely (block-diagonal X,
   Kronecker product), uniform and ragged (zero-padded) designs; their
   by-products against ``X v``, ``G' X v`` and ``X_j'X_j v_j`` formed directly.
@@ -116,13 +116,13 @@ def test_split_normal_matvec_matches_dense_operator(shape):
 
 @pytest.mark.parametrize("shape", SHAPES)
 def test_curvature_is_vAv_of_dense_operator(shape):
-    """split_curvature and curvature: v'Av against the dense quadratic form."""
+    """curvature with and without workspaces: v'Av against the dense quadratic form."""
     rng, Xs, _, prob, cov, _, _, A = _system(2, SHAPES[shape])
     V = _random_v(rng, prob)
     v = prob.layout.flatten(V)
     vav = float(v @ A @ v)
     work = ops.workspace((prob.K, prob.N))
-    s_vav, (U, Zv, Gv) = ops.split_curvature(prob.X, cov, V, prob.gram, work)
+    s_vav, (U, Zv, Gv) = ops.curvature(prob.X, cov, V, prob.gram, work)
     c_vav, (cU, cZv, cGv) = ops.curvature(prob.X, cov, V, prob.gram)
     # v'Av is a sum of positive and negative parts, v'Av > 0 bounded away from the
     # cancellation (cond(Sigma) ~ 1e1): relative 1e-10
@@ -186,7 +186,7 @@ def test_single_step_pcg_is_first_cg_step(shape):
     scale = cov.inverse_diagonal
     ths, infos = ops.pcg(lambda v: ops.split_normal_matvec(X, cov, v, gram, work),
                          lambda g: ops.apply_block(gram_inv, scale, g), theta0, r, 0.0, 50,
-                         on_step, curvature=lambda v: ops.split_curvature(X, cov, v, gram, work))
+                         on_step, curvature=lambda v: ops.curvature(X, cov, v, gram, work))
     assert infos.iterations == 1
     assert np.isnan(infos.final_gap) and infos.converged is False
     _close(ths, th1)
@@ -743,8 +743,8 @@ def test_single_step_beta_steps_reach_the_same_optimum(monkeypatch):
     """als_gls with and without single-step beta-steps: same NLL and B."""
     Xs, Y, _ = alsgls.simulate_sur(200, 12, 2, 2, seed=3)
     calls = []
-    real = ops.split_curvature
-    monkeypatch.setattr(ops, "split_curvature", lambda *a: calls.append(1) or real(*a))
+    real = ops.curvature
+    monkeypatch.setattr(ops, "curvature", lambda *a: calls.append(1) or real(*a))
     on = alsgls.als_gls(Xs, Y, 2)
     n_single = len(calls)
     # every beta-step a full CG solve

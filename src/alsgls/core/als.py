@@ -164,7 +164,7 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
     step updates the residuals in place and, when ``tracked``, ``X'R`` and
     ``G'R`` from the operator's by-products (:func:`ops.split_normal_matvec`).
     ``single``: the first CG step's length from ``v' A v`` without forming
-    ``A v`` (:func:`ops.split_curvature`); the solve ends there when the gap
+    ``A v`` (:func:`ops.curvature`); the solve ends there when the gap
     it left, estimated on a sample of equations (:func:`ops.sampled_gap`),
     meets the tolerance (``final_gap`` NaN: the next gradient measures it),
     else ``A v`` is completed and CG goes on.
@@ -491,7 +491,7 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # the first CG step's length from v'Av, and Av itself (a pass over
             # the designs) only when a sample of equations says that step left
             # more than the tolerance; the last beta-step is a full, exact solve
-            single = beta is not None and not last and beta.restriction is None
+            single = beta is not None and not last
             info = _NO_STEP if beta is None else beta.solve(
                 grad, (POLISH if last else 1.0) * scale * N,
                 0.0 if last else CG_BUDGET * pr.last_delta * N, single=single)

@@ -145,10 +145,6 @@ class LazyProblem(Problem):
         (K, N) Dask (persisted), and with ``sumsq=True`` their sums of squares;
         two passes, the refinement's test in the second.  ``moments=True``
         appends None (the Dask beta-step forms its gradients from the residuals)."""
-        out = self._ols(sumsq)
-        return out + (None,) if moments else out
-
-    def _ols(self, sumsq: bool) -> tuple:
         theta = self.solve_gram(materialize(design_rmatvec(self.X, self.Yt)))
         Rt = self.Yt - design_matvec(self.X, theta)
         g, ss = compute_many(design_rmatvec(self.X, Rt), self._sumsq(Rt))
@@ -158,9 +154,10 @@ class LazyProblem(Problem):
             Rt = Rt - design_matvec(self.X, delta)
             ss = None
         Rt = self.settle(Rt, theta)
-        if not sumsq:
-            return theta, Rt
-        return theta, Rt, materialize(self._sumsq(Rt)) if ss is None else ss
+        out = (theta, Rt)
+        if sumsq:
+            out += (materialize(self._sumsq(Rt)) if ss is None else ss,)
+        return out + (None,) if moments else out
 
     @cached_property
     def spans_constant(self) -> np.ndarray:

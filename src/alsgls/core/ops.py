@@ -504,10 +504,7 @@ def gls_gradient(X: np.ndarray, cov: LowRankCovariance, Rt: np.ndarray,
     low-rank part needs a pass: ``g = xr / D - X' (G Z)``.
     """
     if xr is not None and not is_lazy(Rt):
-        if Z is None:
-            Z = cov.G.T @ Rt
-        W = np.matmul(cov.G, Z, out=work) if work is not None else cov.G @ Z
-        return xr / cov.D[:, None] - design_rmatvec(X, W)
+        return _split_apply(X, cov, xr, cov.G.T @ Rt if Z is None else Z, work)
     if is_lazy(Rt):
         g = design_rmatvec(X, Rt) / cov.D[:, None]
         if cov.k:
@@ -557,6 +554,24 @@ def normal_matvec(
     return design_rmatvec(X, cov.solve(U, out=W)), U
 
 
+def _split_apply(X: Any, cov: LowRankCovariance, diag: np.ndarray, Z: np.ndarray,
+                 work: np.ndarray | None = None) -> np.ndarray:
+    """``diag / D - X' (G Z)``: the GLS operator or gradient from its diagonal
+    part ``diag`` (K, p) -- ``X_j'X_j v_j`` or ``X_j' r_j`` -- and ``Z = G' U``
+    (k, N); one pass over the designs (``work``: a (K, N) workspace for
+    ``G Z``)."""
+    W = np.matmul(cov.G, Z, out=work) if work is not None else cov.G @ Z
+    return diag / cov.D[:, None] - materialize(design_rmatvec(X, W))
+
+
+def _by_products(X: Any, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
+                 U: np.ndarray | None = None) -> tuple:
+    """``(U, G' U, X_j'X_j v_j)`` with ``U = X v`` (into ``U`` when given): the
+    changes of the residuals, of ``G' R`` and of ``X' R`` along ``v``."""
+    U = design_matvec(X, V, out=U)
+    return U, materialize(cov.G.T @ U), np.einsum("kpq,kq->kp", gram, V)
+
+
 def split_normal_matvec(
     X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
     work: tuple[np.ndarray, np.ndarray],
@@ -569,40 +584,32 @@ def split_normal_matvec(
     (:func:`gls_gradient` with ``xr`` and ``Z``).  ``work`` as in
     :func:`normal_matvec`; ``gram`` (K, p, p) with a unit diagonal on
     padding, where ``v`` is zero."""
-    U, W = work
-    design_matvec(X, V, out=U)
-    Zv = cov.G.T @ U
-    np.matmul(cov.G, Zv, out=W)
-    Gv = np.einsum("kpq,kq->kp", gram, V)
-    return Gv / cov.D[:, None] - design_rmatvec(X, W), (U, Zv, Gv)
+    aux = _by_products(X, cov, V, gram, work[0])
+    return complete_normal(X, cov, V, aux, work[1]), aux
 
 
-def split_curvature(
-    X: np.ndarray, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
-    work: tuple[np.ndarray, np.ndarray],
-) -> tuple[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def curvature(X: Any, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray,
+              work: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[float, tuple]:
     """``v' A v`` of the GLS normal operator without applying it: with
     ``U = X v``, ``v' A v = sum_j v_j' X_j'X_j v_j / D_j - ||G' U||^2`` (one
-    pass over the designs, none back).  Also returns the by-products of
-    :func:`split_normal_matvec`, so a step along ``v`` with exact line search
-    keeps the residuals, ``X' R`` and ``G' R`` current."""
-    U, _ = work
-    design_matvec(X, V, out=U)
-    Zv = cov.G.T @ U
-    Gv = np.einsum("kpq,kq->kp", gram, V)
+    pass over the designs, none back; Dask data too).  Also returns the
+    by-products of :func:`split_normal_matvec`, so a step along ``v`` with
+    exact line search keeps the residuals, ``X' R`` and ``G' R`` current, and
+    :func:`complete_normal` forms ``A v`` from them.  ``work``: as in
+    :func:`normal_matvec` (``U`` goes into its first array)."""
+    aux = _by_products(X, cov, V, gram, None if work is None else work[0])
+    _, Zv, Gv = aux
     vav = float(np.einsum("kp,kp,k->", V, Gv, 1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
-    return vav, (U, Zv, Gv)
+    return vav, aux
 
 
 def complete_normal(X: Any, cov: LowRankCovariance, V: np.ndarray, aux: tuple,
                     work: np.ndarray | None = None) -> np.ndarray:
     """``A v`` from the by-products ``(U, G' U, X_j'X_j v_j)`` of
-    :func:`split_curvature` / :func:`curvature`: the adjoint pass
-    ``(X_j'X_j v_j) / D_j - X' (G (G' U))`` alone (``work``: a (K, N)
-    workspace for ``G G' U``)."""
+    :func:`curvature`: the adjoint pass ``(X_j'X_j v_j) / D_j - X' (G (G' U))``
+    alone (``work``: a (K, N) workspace for ``G G' U``)."""
     _, Zv, Gv = aux
-    W = np.matmul(cov.G, Zv, out=work) if work is not None else cov.G @ Zv
-    return Gv / cov.D[:, None] - materialize(design_rmatvec(X, W))
+    return _split_apply(X, cov, Gv, Zv, work)
 
 
 #: Equations sampled (evenly spaced) to estimate the gap a first CG step left
@@ -628,17 +635,6 @@ def sampled_gap(X: Any, cov: LowRankCovariance, gram_inv: np.ndarray, alpha: flo
     r1 = r[S] - alpha * Av
     scale = cov.inverse_diagonal[S]
     return 0.5 * K / S.size * float(np.vdot(r1, apply_block(gram_inv[S], scale, r1)))
-
-
-def curvature(X: Any, cov: LowRankCovariance, V: np.ndarray, gram: np.ndarray
-              ) -> tuple[float, Any]:
-    """``v' A v`` as :func:`split_curvature` without workspaces (Dask data too),
-    with the same by-products ``(U, G' U, X_j'X_j v_j)``."""
-    U = design_matvec(X, V)
-    Zv = materialize(cov.G.T @ U)
-    Gv = np.einsum("kpq,kq->kp", gram, V)
-    vav = float(np.einsum("kp,kp,k->", V, Gv, 1.0 / cov.D) - np.einsum("ln,ln->", Zv, Zv))
-    return vav, (U, Zv, Gv)
 
 
 def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -825,31 +821,25 @@ def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankC
     :func:`pcg`.  ``split``: the operator :func:`split_normal_matvec` (in-memory
     data), whose ``aux`` for ``on_step`` is ``(U, G' U, X_j'X_j v_j)``; with
     ``single``, the first step's length comes from ``v' A v`` alone
-    (:func:`split_curvature`, or :func:`curvature` without ``split``), and
-    the solve ends there when :func:`sampled_gap` estimates the gap met;
-    otherwise ``A v`` is completed (:func:`complete_normal`) and CG goes on."""
+    (:func:`curvature`), and the solve ends there when :func:`sampled_gap`
+    estimates the gap met (K above :data:`GAP_SAMPLE`, no restriction: the
+    estimate does not project); otherwise ``A v`` is completed
+    (:func:`complete_normal`) and CG goes on."""
     scale = cov.inverse_diagonal
     if work is None and type(X) is np.ndarray:
         work = workspace(X.shape[:2])
+    split = split and work is not None
     lazy = {}
     if single:
-        lazy = dict(complete=lambda v, aux: complete_normal(X, cov, v, aux,
-                                                            None if work is None else work[1]),
-                    estimate=lambda a, v, aux, res: _or_inf(
-                        sampled_gap(X, cov, gram_inv, a, aux, res)))
-    if split and work is not None:
-        curv = (lambda v: split_curvature(X, cov, v, gram, work)) if single else None
-        return pcg(lambda v: split_normal_matvec(X, cov, v, gram, work),
-                   lambda g: apply_block(gram_inv, scale, g),
-                   theta, r, gap_tol, maxiter, on_step, project, curv, **lazy)
-    curv = (lambda v: curvature(X, cov, v, gram)) if single else None
-    return pcg(lambda v: normal_matvec(X, cov, v, work, gram),
-               lambda g: apply_block(gram_inv, scale, g),
-               theta, r, gap_tol, maxiter, on_step, project, curv, **lazy)
-
-
-def _or_inf(x: float | None) -> float:
-    return np.inf if x is None else x
+        lazy = dict(curvature=lambda v: curvature(X, cov, v, gram, work if split else None),
+                    complete=lambda v, aux: complete_normal(X, cov, v, aux,
+                                                            None if work is None else work[1]))
+        if project is None and r.shape[0] > GAP_SAMPLE:   # else the gap is formed exactly
+            lazy["estimate"] = lambda a, v, aux, res: sampled_gap(X, cov, gram_inv, a, aux, res)
+    apply_A = ((lambda v: split_normal_matvec(X, cov, v, gram, work)) if split
+               else (lambda v: normal_matvec(X, cov, v, work, gram)))
+    return pcg(apply_A, lambda g: apply_block(gram_inv, scale, g),
+               theta, r, gap_tol, maxiter, on_step, project, **lazy)
 
 
 class BlockDesignOperator(LinearOperator):

@@ -390,7 +390,10 @@ class Problem:
         ``max(ZERO_VARIANCE_RTOL * total_j, (ROUNDOFF_FACTOR eps kappa_j)^2 msq_j)``
         (see :data:`ZERO_VARIANCE_RTOL`, :data:`ROUNDOFF_FACTOR`), at least the
         smallest positive float; relative to the data's scale, offsets excluded."""
-        total, msq = self.total_variances
+        return self._zero_variance_bound(*self.total_variances)
+
+    def _zero_variance_bound(self, total: np.ndarray, msq: np.ndarray) -> np.ndarray:
+        """``max(ZERO_VARIANCE_RTOL total, (ROUNDOFF_FACTOR eps kappa)^2 msq, tiny)``."""
         roundoff = (ROUNDOFF_FACTOR * np.finfo(float).eps * self.condition) ** 2 * msq
         return np.maximum(np.maximum(ZERO_VARIANCE_RTOL * total, roundoff),
                           np.finfo(float).tiny)
@@ -405,15 +408,12 @@ class Problem:
         residuals' sums of squares when known (``ols(sumsq=True)``)."""
         s = (self._sumsq(Rt) if sumsq is None else sumsq) / self.n_weighted
         if "zero_variance_threshold" not in self.__dict__:
-            # the threshold is at most this bound (a total variance is at most the
-            # mean square): above it, no equation is fitted exactly, and the
-            # centred variances (a pass over the designs, for the constant's
-            # span) are not needed
-            eps = np.finfo(float).eps
-            bound = np.maximum(np.maximum(ZERO_VARIANCE_RTOL,
-                                          (ROUNDOFF_FACTOR * eps * self.condition) ** 2)
-                               * self.mean_squares, np.finfo(float).tiny)
-            if not np.any(s <= bound):
+            # the threshold with the mean square for the total variance (which is
+            # at most it) bounds the threshold: above it, no equation is fitted
+            # exactly, and the centred variances (a pass over the designs, for
+            # the constant's span) are not needed
+            msq = self.mean_squares
+            if not np.any(s <= self._zero_variance_bound(msq, msq)):
                 return s, np.zeros(0, dtype=np.intp)
         return s, np.flatnonzero(s <= self.zero_variance_threshold)
 
@@ -926,10 +926,11 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
             raise ValueError(f"{name} has no columns; every equation needs a regressor")
     w = check_weights(weights, N0)
     gram = None
+    layout = None if X3 is None else CoefficientLayout(np.full(K, X3.shape[2], dtype=np.int64))
     if X3 is not None and w is None and not y_nan:
         # the Gram matrices first: a finite diagonal (sums of squares) proves every
         # value of the designs finite, sparing a pass over them
-        gram = _gram(X3, CoefficientLayout(np.full(K, X3.shape[2])), None, None, False)
+        gram = _gram(X3, layout, None, None, False)
         if not np.all(np.isfinite(np.einsum("kpp->kp", gram))):
             gram = None
     x_nan = (False if gram is not None
@@ -944,8 +945,8 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     Yr = Ya if rows.size == N0 else Ya[rows]
     obs = None if not y_nan else ~np.isnan(Yr.T)
     O = None if obs is None or obs.all() else obs.astype(np.float64)
-    layout = CoefficientLayout(np.full(K, X3.shape[2], dtype=np.int64) if X3 is not None
-                               else np.array([x.shape[1] for x in mats], dtype=np.int64))
+    if layout is None:
+        layout = CoefficientLayout(np.array([x.shape[1] for x in mats], dtype=np.int64))
     _check_counts(layout, rows.size if obs is None else obs.sum(axis=1), eq)
     X = _stack(mats, X3, rows, obs if O is not None else None, shared, layout)
     wr = None if w is None else w[rows] * (rows.size / w[rows].sum())
