@@ -22,6 +22,10 @@ What is checked, and against what:
   list input; ``block_jacobi_inverse`` against ``np.linalg.inv``;
   ``CoefficientLayout.unpad``.
 * ``als_gls`` with and without the single-step beta-steps: the same optimum.
+* ``moved_variances`` against a pass over the moved residuals; the factor
+  step's NLL with deliberately inexact eigenpairs (never increases, and is
+  the NLL of the state's point); ``Problem.xty`` and ``mean_squares`` from
+  the Gram loop against the plain route.
 
 Tolerances: the systems are small and well conditioned (cond(Sigma) and the
 scaled condition of each design below about 1e2), so two float64 evaluations
@@ -179,7 +183,7 @@ def test_single_step_pcg_is_first_cg_step(shape):
 
     steps = []
 
-    def on_step(alpha, aux):
+    def on_step(alpha, d, aux):
         steps.append((alpha, tuple(a.copy() for a in aux)))
 
     work = ops.workspace((prob.K, prob.N))
@@ -763,3 +767,82 @@ def test_single_step_beta_steps_reach_the_same_optimum(monkeypatch):
     # an NLL gap of 1e-10 leaves beta ~sqrt(1e-10) ~ 1e-5 free in the worst
     # direction; in practice both fits land far closer (1e-6)
     assert np.linalg.norm(B_on - B_off) <= 1e-6 * np.linalg.norm(B_off)
+
+
+# ----------------------------------------------------------------------------------
+# 12. residual variances moved along a step; the factor step's monotonicity
+# ----------------------------------------------------------------------------------
+
+def test_moved_variances_match_a_pass_over_the_residuals():
+    """moved_variances from K x p quantities against ||r - alpha X d||^2 / N
+    formed from the moved residuals (1e-12 relative: the step changes each
+    ||r_j||^2 by far less than it, so no digits cancel); None when a step
+    removes nearly all of some ||r_j||^2."""
+    from alsgls.core.als_factor import moved_variances
+
+    rng, Xs, Y, prob, *_ = _system(21, SHAPES["ragged"])
+    Rt = rng.standard_normal((prob.K, prob.N))
+    d = _random_v(rng, prob)
+    xr = ops.design_rmatvec(prob.X, Rt)
+    gd = np.einsum("kpq,kq->kp", prob.gram, d)
+    s = (Rt ** 2).mean(axis=1)
+    alpha = 0.1
+    moved = Rt - alpha * _dense_U(Xs, d)
+    np.testing.assert_allclose(moved_variances(s, prob.N, alpha, d, xr, gd),
+                               (moved ** 2).mean(axis=1), rtol=1e-12)
+    # residuals that the step removes almost entirely: r_0 = X_0 d_0 / alpha
+    Rt[0] = alpha * _dense_U(Xs, d)[0] * (1 + 1e-6)
+    xr = ops.design_rmatvec(prob.X, Rt)
+    s = (Rt ** 2).mean(axis=1)
+    assert moved_variances(s, prob.N, alpha, d, xr, gd) is None
+
+
+def test_factor_step_never_raises_the_nll_with_inexact_pairs(monkeypatch):
+    """Eigenpairs from an unverified iteration can put the closed-form profile
+    value above the NLL now; the factor step then still never raises the
+    NLL (it compares with the NLL now, and solves the pairs tightly before
+    backtracking): loadings perturbed by 1e-3 at loose tolerances."""
+    from alsgls.core import als_factor
+
+    real = als_factor._whitened_eigenpairs
+
+    def sloppy(st, D, k, rng, maxiter, rtol=als_factor.EIG_RTOL):
+        lam, F, it = real(st, D, k, rng, maxiter, rtol)
+        if rtol > als_factor.EIG_RTOL:
+            F = F * (1 + 1e-3 * np.random.default_rng(0).standard_normal(F.shape))
+            lam = lam * (1 - 1e-3)
+        return lam, F, it
+
+    monkeypatch.setattr(als_factor, "_whitened_eigenpairs", sloppy)
+    Xs, Y, _ = alsgls.simulate_sur(N=120, K=80, p=2, k=2, seed=4)
+    prob = build_problem(Xs, Y)
+    theta, Rt = prob.ols()
+    s = (Rt ** 2).mean(axis=1)
+    st = _State(theta=theta, Rt=Rt, F=np.zeros((prob.K, 2)), D=s.copy(), floor=1e-8 * s)
+    st.nll = st.nll_of(st.F[:, :0], st.D)
+    rng = np.random.default_rng(0)
+    trace = [st.nll]
+    for _ in range(8):
+        als_factor._factor_step(st, 2, 1e-8, rng, 200, 1e-3)
+        trace.append(st.nll)
+        # the recorded NLL is the NLL of the state's point
+        np.testing.assert_allclose(st.nll, st.nll_of(st.F, st.D), rtol=1e-13)
+    assert np.all(np.diff(trace) <= 0), np.diff(trace)
+
+
+def test_moments_from_the_gram_pass_match_the_plain_route():
+    """build_problem's 3-D fast path fills Problem.xty and mean_squares from
+    the Gram loop's blocks: against design_rmatvec and the row sums of
+    squares (same sums in another order: 1e-12 relative to the norms)."""
+    rng = np.random.default_rng(5)
+    X3 = rng.standard_normal((7, 50, 3))
+    Y = rng.standard_normal((50, 7)) + 3.0
+    prob = build_problem(X3, Y)
+    assert "xty" in prob.__dict__ and "mean_squares" in prob.__dict__
+    ref = ops.design_rmatvec(prob.X, prob.Yt)
+    _close(prob.xty, ref, 1e-12)
+    np.testing.assert_allclose(prob.mean_squares, (Y ** 2).mean(axis=0), rtol=1e-12)
+    assert not prob.xty.flags.writeable
+    # the list route computes them on demand: the same values
+    prob_list = build_problem(list(X3), Y)
+    _close(prob_list.xty, ref, 1e-12)

@@ -68,6 +68,7 @@ from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als na
     _residual_variances,
     _State,
     _whitened_eigenpairs,
+    moved_variances,
 )
 from .fit_result import IterationRecord, SolverRun
 from .ops import (
@@ -176,14 +177,15 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
         project = restriction.block_metric(gram_inv, cov.inverse_diagonal).project
     gap_tol = max(abs_tol, min(budget, rel * start))
 
-    def on_step(alpha: float, aux) -> None:
+    def on_step(alpha: float, d: np.ndarray, aux) -> None:
         if not tracked:
             U = aux[0] if isinstance(aux, tuple) else aux
             st.Rt = subtract_scaled(st.Rt, alpha, U)     # in place: rebinding clears caches
             return
         U, Zv, Gv = aux
-        cache, xr = st.z_cache, st.xr
+        cache, xr, s = st.z_cache, st.xr, st.s_cache
         st.Rt = subtract_scaled(st.Rt, alpha, U)         # rebinding clears the caches...
+        st.s_cache = None if s is None else moved_variances(s, st.Rt.shape[1], alpha, d, xr, Gv)
         xr -= alpha * Gv                                 # ...restored, moved along the step
         st.xr = xr
         if cache is not None and cache[2] is cov:
@@ -492,8 +494,10 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # the designs) only when a sample of equations says that step left
             # more than the tolerance; the last beta-step is a full, exact solve
             single = beta is not None and not last
+            # before that, CG runs at least until the beta gap alone, amplified,
+            # is within half the stopping scale (else it alone could block the stop)
             info = _NO_STEP if beta is None else beta.solve(
-                grad, (POLISH if last else 1.0) * scale * N,
+                grad, (POLISH if last else 0.5 / amp) * scale * N,
                 0.0 if last else CG_BUDGET * pr.last_delta * N, single=single)
         else:
             theta_x = st.theta

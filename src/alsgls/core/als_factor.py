@@ -135,6 +135,22 @@ def _residual_variances(Rt: np.ndarray) -> np.ndarray:
     return materialize(np.einsum("kn,kn->k", Rt, Rt)) / Rt.shape[1]
 
 
+def moved_variances(s: np.ndarray, N: int, alpha: float, d: np.ndarray, xr: np.ndarray,
+                    gd: np.ndarray) -> np.ndarray | None:
+    """The residual variances after the step ``R <- R - alpha U``, ``U_j = X_j d_j``,
+    from ``s`` before it, ``xr = X'R`` and ``gd = X_j'X_j d_j`` (K x p quantities,
+    no pass over ``R``): ``||r - alpha u||^2 = ||r||^2 - 2 alpha r'u + alpha^2 ||u||^2``
+    with ``r_j'u_j = xr_j' d_j`` and ``||u_j||^2 = d_j' gd_j``.  None (compute
+    them from ``R``) when the step removes more than 1 - 1e-3 of some
+    ``||r_j||^2``: the difference would keep fewer than 12 digits."""
+    ss = N * s
+    new = ss - 2.0 * alpha * np.einsum("kp,kp->k", xr, d) + alpha * alpha * np.einsum(
+        "kp,kp->k", d, gd)
+    if not np.all(new >= 1e-3 * ss):
+        return None
+    return new / N
+
+
 def _whitened_eigenpairs(st: _State, D: np.ndarray, k: int, rng: np.random.Generator,
                          maxiter: int, rtol: float = EIG_RTOL
                          ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -214,33 +230,54 @@ def _factor_step(
     else:
         lam = np.zeros(0)
         F = st.F
-    st.d_gap = _profile_gap(F, D, s, floor)
-    # NLL at (F(D), D) in closed form: the profile likelihood (no pass over R)
-    big = lam > 1.0
-    nll_F = 0.5 * (len(D) * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D)
-                   + np.sum(np.log(lam[big]) - lam[big] + 1.0))
+    # NLL at (F(D), D) in closed form: the profile likelihood (no pass over R).
+    # It is at most the NLL now (st.nll, before the beta-step that followed):
+    # accepted steps never rise above either
+    nll_F = _profile_nll(lam, D, s)
+    ref = min(nll_F, st.nll)
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
     rejected = 0
     if D_acc is not None:
         nll_acc = st.nll_of(F, D_acc)
-        if nll_acc <= nll_F:
+        if nll_acc <= ref:
             st.F, st.D, st.nll, st.floor = F, D_acc, nll_acc, floor
+            st.d_gap = _profile_gap(F, D, s, floor)
             return eig_it, 0
         rejected = 1
+    if k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL:
+        # pairs whose profile value exceeds the NLL now are too inexact (an
+        # unverified early iteration) for the D step to gain: solve them to
+        # the final tolerance before backtracking
+        lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
+        eig_it += it
+        nll_F = _profile_nll(lam, D, s)
+        ref = min(nll_F, st.nll)
+        D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+    st.d_gap = _profile_gap(F, D, s, floor)
     t, halvings = 1.0, 0
     while True:
         D_try = np.maximum(D + t * (D_target - D), floor)
         nll_try = st.nll_of(F, D_try)
-        if nll_try <= nll_F or halvings >= 30:
+        if nll_try <= ref or halvings >= 30:
             break
         t *= 0.5
         halvings += 1
-    if nll_try <= nll_F:
+    if nll_try <= ref:
         st.F, st.D, st.nll, st.floor = F, D_try, nll_try, floor
-    else:  # D step could not improve: keep D, take the F step alone
-        st.F, st.nll = F, nll_F
+    else:  # D step could not improve: keep D, take the F step alone if it gains
+        nll_f = st.nll_of(F, D)
+        if nll_f <= st.nll:
+            st.F, st.nll = F, nll_f
     return eig_it, rejected + halvings
+
+
+def _profile_nll(lam: np.ndarray, D: np.ndarray, s: np.ndarray) -> float:
+    """The profile NLL per row at ``D`` (F profiled out) from the top eigenvalues
+    ``lam`` of the whitened covariance (module docstring)."""
+    big = lam > 1.0
+    return 0.5 * (len(D) * LOG_2PI + np.sum(np.log(D)) + np.sum(s / D)
+                  + np.sum(np.log(lam[big]) - lam[big] + 1.0))
 
 
 def _profile_lbfgs(

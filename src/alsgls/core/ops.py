@@ -374,12 +374,15 @@ def top_eigenpairs(
     if basis is None or basis.shape[1] != b:
         # no warm start: the range of W W' applied to a random block (no
         # Rayleigh-Ritz on the random block itself, which would be wasted)
-        basis, _ = np.linalg.qr(materialize(sc * (Rt @ (Rt.T @ (sc * rng.standard_normal((K, b)))))))
+        # (products oriented as (b, N) x (N, K): a third faster than K x N times N x b)
+        Tt = (sc * rng.standard_normal((K, b))).T @ Rt
+        basis, _ = np.linalg.qr(materialize(sc * (Tt @ Rt.T).T))
     V = basis
     lam = np.zeros(b)
     for it in range(1, maxiter + 1):
-        T = ((sc * V).T @ Rt).T                                # W' V (N, b)
-        T, Z = compute_many(T, sc * (Rt @ T))                  # and W W' V (K, b)
+        Tt = (sc * V).T @ Rt                                   # (W' V)' (b, N)
+        Tt, Z = compute_many(Tt, sc * (Tt @ Rt.T).T)           # and W W' V (K, b)
+        T = Tt.T
         lam, S = np.linalg.eigh(V.T @ Z)
         lam, S = lam[::-1], S[:, ::-1]
         V, Z = V @ S, Z @ S
@@ -708,7 +711,7 @@ def pcg(
     r: np.ndarray,
     gap_tol: float,
     maxiter: int,
-    on_step: Callable[[float, np.ndarray], None] | None = None,
+    on_step: Callable[[float, np.ndarray, Any], None] | None = None,
     project: Callable[[np.ndarray], np.ndarray] | None = None,
     curvature: Callable[[np.ndarray], tuple[float, Any]] | None = None,
     complete: Callable[[np.ndarray, Any], np.ndarray] | None = None,
@@ -732,7 +735,8 @@ def pcg(
     maxiter : int
         Maximum number of operator applications.
     on_step : callable, optional
-        ``(alpha, aux)`` after each step, e.g. to update model residuals.
+        ``(alpha, d, aux)`` after each step ``alpha d``, e.g. to update model
+        residuals.
     project : callable, optional
         Linear constraints ``R theta = q`` (projected PCG, Gould, Hribar &
         Nocedal 2001): ``r -> r - R' (R M^-1 R')^-1 R M^-1 r``, applied to
@@ -784,7 +788,7 @@ def pcg(
         theta += alpha * d
         decrease += 0.5 * alpha * rz
         if on_step is not None:
-            on_step(alpha, aux)
+            on_step(alpha, d, aux)
         it += 1
         if lazy:
             if complete is None or (estimate is not None
@@ -808,7 +812,7 @@ def pcg(
 
 def gls_pcg(X: np.ndarray, gram: np.ndarray, gram_inv: np.ndarray, cov: LowRankCovariance,
             theta: np.ndarray, r: np.ndarray, gap_tol: float, maxiter: int,
-            on_step: Callable[[float, np.ndarray], None] | None = None,
+            on_step: Callable[[float, np.ndarray, Any], None] | None = None,
             project: Callable[[np.ndarray], np.ndarray] | None = None,
             work: tuple[np.ndarray, np.ndarray] | None = None, split: bool = False,
             single: bool = False):
