@@ -121,7 +121,7 @@ def test_split_normal_matvec_matches_dense_operator(shape):
 @pytest.mark.parametrize("shape", SHAPES)
 def test_curvature_is_vAv_of_dense_operator(shape):
     """curvature with and without workspaces: v'Av against the dense quadratic form."""
-    rng, Xs, _, prob, cov, _, _, A = _system(2, SHAPES[shape])
+    rng, Xs, _, prob, cov, Sinv, _, A = _system(2, SHAPES[shape])
     V = _random_v(rng, prob)
     v = prob.layout.flatten(V)
     vav = float(v @ A @ v)
@@ -141,8 +141,16 @@ def test_curvature_is_vAv_of_dense_operator(shape):
     _close(Gv, _dense_gram_v(Xs, V, prob.pmax))
     _close(cGv, Gv)
     # and A v completed from either's by-products is the dense A v
-    _close(prob.layout.flatten(ops.complete_normal(prob.X, cov, V, (U, Zv, Gv), work[1])), Av_ref)
+    _close(prob.layout.flatten(ops.complete_normal(prob.X, cov, V, (U, Zv, Gv))), Av_ref)
     _close(prob.layout.flatten(ops.complete_normal(prob.X, cov, V, (cU, cZv, cGv))), Av_ref)
+    # a design shared by every equation (a zero-stride view): the same operator
+    Xb = np.broadcast_to(prob.X[:1], prob.X.shape)
+    Xsb = [prob.X[0, :, : prob.p[j]] if prob.p[j] == prob.pmax else None for j in range(prob.K)]
+    if all(x is not None for x in Xsb):
+        Ub = _dense_U(Xsb, V)
+        A_b = block_diag_design(Xsb).T @ np.kron(Sinv, np.eye(prob.N)) @ block_diag_design(Xsb)
+        Avb = ops.complete_normal(Xb, cov, V, (Ub, cov.G.T @ Ub, _dense_gram_v(Xsb, V, prob.pmax)))
+        _close(prob.layout.flatten(Avb), A_b @ prob.layout.flatten(V))
 
 
 # ----------------------------------------------------------------------------------
