@@ -636,6 +636,15 @@ def test_build_problem_3d_refusals():
     X[2, 5, 1] = np.nan                               # where Y[5, 2] is observed
     with pytest.raises(ValueError, match=r"Xs\[2\] has NaN in row 5"):
         build_problem(X, Y)
+    # responses: an inf is refused by name, huge finite values are data (their
+    # sums of squares overflow, so the responses are searched for NaN and inf)
+    Yi = Y.copy()
+    Yi[3, 1] = -np.inf
+    with pytest.raises(ValueError, match=r"Y contains NaN or inf"):
+        build_problem(X3, Yi)
+    Yh = Y.copy()
+    Yh[:, 1] *= 1e160
+    assert build_problem(X3, Yh).complete
     # X3 was never modified by any of these
     np.testing.assert_array_equal(X3, _xy3()[0])
 

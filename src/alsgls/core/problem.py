@@ -657,8 +657,10 @@ def design_list(Xs: Any, N: int, names: _DesignNames) -> tuple[list, bool, np.nd
             for j, x in enumerate(Xs)], False, None
 
 
-#: Elements of the transposed copy of a block of designs in :func:`_gram` (8 MiB).
-GRAM_BLOCK = 1 << 20
+#: Elements of the transposed copy of a block of designs in :func:`_gram` (1 MiB:
+#: the block stays in a core's L2 cache while its column pairs are summed;
+#: 20-35% faster than 8 MiB blocks at K = 200..4000, N = 500..2000, p = 3..20).
+GRAM_BLOCK = 1 << 17
 #: Up to this many columns :func:`_gram` forms each pair of columns' products
 #: by its own einsum (faster measured up to p = 12; beyond, one einsum's
 #: call overhead is less than p (p + 1) / 2 calls').
@@ -921,7 +923,6 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     N0, K = Ya.shape
     if K == 0 or N0 == 0:
         raise ValueError(f"Y must have at least one row and one column, got {Ya.shape}")
-    y_nan = has_nan(Ya, "Y")
     labels = tuple(str(lab) for lab in labels) if labels is not None else None
     names = _DesignNames(K, design_names)
     mats, shared, X3 = design_list(Xs, N0, names)
@@ -944,14 +945,18 @@ def build_problem(Xs: Any, Y: Any, *, weights: Any = None, missing: str = "ml",
     gram = None
     layout = None if X3 is None else CoefficientLayout(np.full(K, X3.shape[2], dtype=np.int64))
     moments = None
-    if X3 is not None and w is None and not y_nan:
+    if X3 is not None and w is None:
         # the Gram matrices first: a finite diagonal (sums of squares) proves every
         # value of the designs finite, sparing a pass over them; the responses'
-        # moments and sums of squares come from the same blocks
+        # moments and sums of squares come from the same blocks, and finite sums
+        # of squares prove the responses finite (a NaN or inf is then looked for)
         moments = (np.ascontiguousarray(Ya.T), np.empty((K, X3.shape[2])), np.empty(K))
         gram = _gram(X3, layout, None, None, False, moments)
-        if not np.all(np.isfinite(np.einsum("kpp->kp", gram))):
+        y_nan = False if np.all(np.isfinite(moments[2])) else has_nan(Ya, "Y")
+        if y_nan or not np.all(np.isfinite(np.einsum("kpp->kp", gram))):
             gram = moments = None
+    else:
+        y_nan = has_nan(Ya, "Y")
     x_nan = (False if gram is not None
              else has_nan(X3, "Xs") if X3 is not None      # one pass over a (K, N, p) array
              else any(np.isnan(x).any() for x in (mats[:1] if shared else mats)))
