@@ -698,6 +698,44 @@ def test_build_problem_3d_zero_weight_and_float32():
 # 10-11. block-Jacobi inverse, unpad
 # ----------------------------------------------------------------------------------
 
+@pytest.mark.parametrize("p", [1, 2, 3, 4])
+def test_unit_diagonal_extremes_match_eigvalsh(p):
+    """The closed-form extreme eigenvalues (p <= 3) against eigvalsh, on
+    column-scaled Gram matrices from well conditioned to nearly collinear
+    (condition numbers up to ~1e18): the condition numbers agree to 1e-8
+    relative (the closed form's absolute error, a few eps, is at most ~1e-9 of
+    an eigenvalue it keeps; smaller ones come from eigvalsh itself)."""
+    rng = np.random.default_rng(p)
+    K, N = 400, 30
+    X = rng.standard_normal((K, N, p))
+    if p > 1:
+        eps = 10.0 ** rng.uniform(-9, 0, K)
+        X[:, :, -1] = X[:, :, 0] * rng.standard_normal(K)[:, None] + eps[:, None] * X[:, :, -1]
+    g = np.einsum("knp,knq->kpq", X, X)
+    d = np.sqrt(np.einsum("kpp->kp", g))
+    C = g / d[:, :, None] / d[:, None, :]
+    lo, hi = problem_mod._unit_diagonal_extremes(C)
+    ev = np.linalg.eigvalsh(C)
+    np.testing.assert_allclose(hi, ev[:, -1], rtol=1e-8)
+    # where the smallest eigenvalue is above round-off, the condition numbers
+    # agree; below it both are round-off (and the designs refused alike)
+    ok = ev[:, 0] > 1e-12
+    np.testing.assert_allclose(hi[ok] / lo[ok], ev[ok, -1] / ev[ok, 0], rtol=1e-8)
+    assert np.all(lo[~ok] < 1e-10)
+    assert p == 1 or np.any(ev[:, 0] < problem_mod.CLOSED_FORM_MIN_EIG)
+    # a zero column (a test fold's rare dummy): eigvalsh for that equation, the
+    # closed form for the others
+    g0 = g.copy()
+    g0[0, -1, :] = 0.0
+    g0[0, :, -1] = 0.0
+    lo0, cond0 = problem_mod._scaled_condition(g0)
+    np.testing.assert_allclose(lo0[0], np.linalg.eigvalsh(
+        np.where(np.eye(p, dtype=bool), np.sign(np.diag(g0[0])), C[0] * (g0[0] != 0)))[0],
+        atol=1e-12)
+    ok[0] = False
+    np.testing.assert_allclose(cond0[ok], ev[ok, -1] / ev[ok, 0], rtol=1e-8)
+
+
 def test_block_jacobi_inverse_matches_inv():
     """Each block's inverse (well conditioned, unequal column scales), symmetric."""
     rng = np.random.default_rng(14)
