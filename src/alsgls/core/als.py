@@ -212,6 +212,7 @@ class _Progress:
     gaps: list = field(default_factory=list)        # beta gap at each beta-step start
     sweeps: list = field(default_factory=list)      # one IterationRecord per sweep
     stuck: int = 0                                  # successive sweeps within round-off
+    hold: int = 0                                   # stopping tests still to skip
 
     def rate(self) -> float:
         """Contraction of the sweeps: the largest of the last three ratios of
@@ -473,8 +474,12 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
     Anderson's step predicts (coupled phase), and the beta gap plus the D gap
     (:func:`_profile_gap`) times the amplification ``1 / (1 - rho)`` of their
     coupling (from the decrease ratios, or from the Anderson history), and
-    stops when it is at most ``tol * K``.  ``STUCK_SWEEPS`` sweeps in a row
-    within the NLL's round-off stop the fit unconverged.
+    stops when it is at most ``tol * K``.  A factor step that had to solve
+    its eigenpairs tightly (loose ones proved too inexact, ``_State.tight``)
+    gains more than the sweeps' rate: the next two tests are skipped, so that
+    the extrapolation uses decreases of the tight sweeps alone.
+    ``STUCK_SWEEPS`` sweeps in a row within the NLL's round-off stop the fit
+    unconverged.
     """
     K, N = st.Rt.shape
     limit = options.iterations("als")
@@ -486,6 +491,10 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             amp = 1.0 / (1.0 - pr.rate())
             gap = max(1e-2 * pr.last_delta, pr.remaining(),
                       ((0.0 if grad is None else grad[2]) / N + st.d_gap) * amp)
+            if pr.hold:
+                # a recent factor step caught up on inexact eigenpairs: its
+                # decrease says nothing of the rate the rule extrapolates with
+                gap, pr.hold = np.inf, pr.hold - 1
             # the last beta-step solves to POLISH * tol given the final Sigma (a
             # few CG steps): the returned beta then meets its first-order
             # condition far inside the tolerance
@@ -533,8 +542,12 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # eigenvector errors cost NLL quadratically: sqrt of the progress
             eig_rtol = float(np.clip(np.sqrt(1e-2 * pr.last_delta / K), EIG_RTOL,
                                      EIG_RTOL_MAX))
+            tight = st.tight
             e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
                                         eig_rtol)
+            if st.tight and not tight:
+                # its decrease and the next one's ratio to it are not the rate
+                pr.hold = 2
         pr.record(st.nll, IterationRecord(cg_iterations=info.iterations, eig_iterations=e_it,
                                           backtracks=n_back, profile_evaluations=n_prof),
                   _roundoff(st))

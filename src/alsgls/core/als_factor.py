@@ -73,6 +73,9 @@ class _State:
     #: the current residuals (:meth:`lowrank`)
     z_cache: tuple | None = None
     xr: np.ndarray | None = None     # X' Rt (K, pmax) for the current residuals, if known
+    #: a loose eigen-solve proved too inexact (:func:`_factor_step`): the factor
+    #: steps from then on solve the eigenpairs to the final tolerance
+    tight: bool = False
 
     def __setattr__(self, name: str, value) -> None:
         if name == "Rt":                 # new residuals: what was derived from them is stale
@@ -225,6 +228,8 @@ def _factor_step(
     floor = d_floor * s
     D = st.D
     eig_it = 0
+    if st.tight:
+        eig_rtol = EIG_RTOL
     if k > 0:
         lam, F, eig_it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, eig_rtol)
     else:
@@ -248,7 +253,10 @@ def _factor_step(
     if k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL:
         # pairs whose profile value exceeds the NLL now are too inexact (an
         # unverified early iteration) for the D step to gain: solve them to
-        # the final tolerance before backtracking
+        # the final tolerance before backtracking, and so from now on (the
+        # sweeps' decrease ratios, from which the stopping rule extrapolates,
+        # then measure the coupling rather than the eigen-solves' inexactness)
+        st.tight = True
         lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
         eig_it += it
         nll_F = _profile_nll(lam, D, s)
