@@ -475,9 +475,10 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
     (:func:`_profile_gap`) times the amplification ``1 / (1 - rho)`` of their
     coupling (from the decrease ratios, or from the Anderson history), and
     stops when it is at most ``tol * K``.  A factor step that had to solve
-    its eigenpairs tightly (loose ones proved too inexact, ``_State.tight``)
-    gains more than the sweeps' rate: the next two tests are skipped, so that
-    the extrapolation uses decreases of the tight sweeps alone.
+    its eigenpairs again tightly (loose ones proved too inexact) and so gained
+    more than the tolerance is not a step at the sweeps' rate: the factor
+    steps solve tightly from then on (``_State.tight``) and the next two
+    tests are skipped, so that the extrapolation uses tight sweeps alone.
     ``STUCK_SWEEPS`` sweeps in a row within the NLL's round-off stop the fit
     unconverged.
     """
@@ -542,12 +543,14 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             # eigenvector errors cost NLL quadratically: sqrt of the progress
             eig_rtol = float(np.clip(np.sqrt(1e-2 * pr.last_delta / K), EIG_RTOL,
                                      EIG_RTOL_MAX))
-            tight = st.tight
-            e_it, n_back = _factor_step(st, k, options.d_floor, rng, options.eig_maxiter,
-                                        eig_rtol)
-            if st.tight and not tight:
-                # its decrease and the next one's ratio to it are not the rate
-                pr.hold = 2
+            before = st.nll
+            e_it, n_back, resolved = _factor_step(st, k, options.d_floor, rng,
+                                                  options.eig_maxiter, eig_rtol)
+            if resolved and not st.tight and before - st.nll > scale:
+                # a catch-up on inexact eigenpairs that gained more than the
+                # tolerance: its decrease, and the next one's ratio to it, are
+                # not the sweeps' rate; solve tightly from now on
+                st.tight, pr.hold = True, 2
         pr.record(st.nll, IterationRecord(cg_iterations=info.iterations, eig_iterations=e_it,
                                           backtracks=n_back, profile_evaluations=n_prof),
                   _roundoff(st))

@@ -73,8 +73,9 @@ class _State:
     #: the current residuals (:meth:`lowrank`)
     z_cache: tuple | None = None
     xr: np.ndarray | None = None     # X' Rt (K, pmax) for the current residuals, if known
-    #: a loose eigen-solve proved too inexact (:func:`_factor_step`): the factor
-    #: steps from then on solve the eigenpairs to the final tolerance
+    #: a loose eigen-solve proved too inexact while the sweeps still gained more
+    #: than the tolerance (:func:`alsgls.core.als._sweeps`): the factor steps
+    #: from then on solve the eigenpairs to the final tolerance
     tight: bool = False
 
     def __setattr__(self, name: str, value) -> None:
@@ -218,11 +219,13 @@ def _anderson(st: _State, x: np.ndarray, target: np.ndarray, lo: np.ndarray) -> 
 def _factor_step(
     st: _State, k: int, d_floor: float, rng: np.random.Generator, eig_maxiter: int,
     eig_rtol: float = EIG_RTOL,
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """One Lawley/Joreskog profile step on the current residuals (in place).
 
-    Returns ``(subspace iterations, rejected proposals)``: a rejected
-    Anderson step counts one, and so does each halving of the D update.
+    Returns ``(subspace iterations, rejected proposals, resolved)``: a
+    rejected Anderson step counts one, and so does each halving of the D
+    update; ``resolved`` says that the eigenpairs of a loose tolerance proved
+    too inexact and were solved again to the final one.
     """
     s = st.variances()
     floor = d_floor * s
@@ -248,36 +251,44 @@ def _factor_step(
         if nll_acc <= ref:
             st.F, st.D, st.nll, st.floor = F, D_acc, nll_acc, floor
             st.d_gap = _profile_gap(F, D, s, floor)
-            return eig_it, 0
+            return eig_it, 0, False
         rejected = 1
-    if k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL:
-        # pairs whose profile value exceeds the NLL now are too inexact (an
-        # unverified early iteration) for the D step to gain: solve them to
-        # the final tolerance before backtracking, and so from now on (the
-        # sweeps' decrease ratios, from which the stopping rule extrapolates,
-        # then measure the coupling rather than the eigen-solves' inexactness)
-        st.tight = True
+    # pairs whose profile value exceeds the NLL now are inexact (an unverified
+    # early iteration): the full D step alone is tried with them, then they
+    # are solved to the final tolerance before backtracking
+    inexact = k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL
+    D_try, nll_try, halvings = _backtrack(st, F, D, D_target, floor, ref, 0 if inexact else 30)
+    resolved = inexact and nll_try > ref
+    if resolved:
         lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
         eig_it += it
-        nll_F = _profile_nll(lam, D, s)
-        ref = min(nll_F, st.nll)
+        ref = min(_profile_nll(lam, D, s), st.nll)
         D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+        D_try, nll_try, more = _backtrack(st, F, D, D_target, floor, ref, 30)
+        halvings += 1 + more
     st.d_gap = _profile_gap(F, D, s, floor)
-    t, halvings = 1.0, 0
-    while True:
-        D_try = np.maximum(D + t * (D_target - D), floor)
-        nll_try = st.nll_of(F, D_try)
-        if nll_try <= ref or halvings >= 30:
-            break
-        t *= 0.5
-        halvings += 1
     if nll_try <= ref:
         st.F, st.D, st.nll, st.floor = F, D_try, nll_try, floor
     else:  # D step could not improve: keep D, take the F step alone if it gains
         nll_f = st.nll_of(F, D)
         if nll_f <= st.nll:
             st.F, st.nll = F, nll_f
-    return eig_it, rejected + halvings
+    return eig_it, rejected + halvings, resolved
+
+
+def _backtrack(st: _State, F: np.ndarray, D: np.ndarray, D_target: np.ndarray,
+               floor: np.ndarray, ref: float, max_halvings: int
+               ) -> tuple[np.ndarray, float, int]:
+    """The D step ``D + t (D_target - D)`` (floored), halving ``t`` from 1 until
+    its NLL is at most ``ref`` or ``max_halvings`` halvings: ``(D, NLL, halvings)``."""
+    t, halvings = 1.0, 0
+    while True:
+        D_try = np.maximum(D + t * (D_target - D), floor)
+        nll_try = st.nll_of(F, D_try)
+        if nll_try <= ref or halvings >= max_halvings:
+            return D_try, nll_try, halvings
+        t *= 0.5
+        halvings += 1
 
 
 def _profile_nll(lam: np.ndarray, D: np.ndarray, s: np.ndarray) -> float:
