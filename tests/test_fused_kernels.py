@@ -22,7 +22,7 @@ What is checked, and against what:
   list input; ``block_jacobi_inverse`` against ``np.linalg.inv``;
   ``CoefficientLayout.unpad``.
 * ``als_gls`` with and without the single-step beta-steps: the same optimum.
-* ``moved_variances`` against a pass over the moved residuals; the factor
+* ``_moved_variances`` against a pass over the moved residuals; the factor
   step's NLL with deliberately inexact eigenpairs (never increases, and is
   the NLL of the state's point); ``Problem.xty`` and ``mean_squares`` from
   the Gram loop against the plain route.
@@ -829,11 +829,11 @@ def test_single_step_beta_steps_reach_the_same_optimum(monkeypatch):
 # ----------------------------------------------------------------------------------
 
 def test_moved_variances_match_a_pass_over_the_residuals():
-    """moved_variances from K x p quantities against ||r - alpha X d||^2 / N
+    """_moved_variances from K x p quantities against ||r - alpha X d||^2 / N
     formed from the moved residuals (1e-12 relative: the step changes each
     ||r_j||^2 by far less than it, so no digits cancel); None when a step
     removes nearly all of some ||r_j||^2."""
-    from alsgls.core.als_factor import moved_variances
+    from alsgls.core.als_factor import _moved_variances
 
     rng, Xs, Y, prob, *_ = _system(21, SHAPES["ragged"])
     Rt = rng.standard_normal((prob.K, prob.N))
@@ -843,13 +843,13 @@ def test_moved_variances_match_a_pass_over_the_residuals():
     s = (Rt ** 2).mean(axis=1)
     alpha = 0.1
     moved = Rt - alpha * _dense_U(Xs, d)
-    np.testing.assert_allclose(moved_variances(s, prob.N, alpha, d, xr, gd),
+    np.testing.assert_allclose(_moved_variances(s, prob.N, alpha, d, xr, gd),
                                (moved ** 2).mean(axis=1), rtol=1e-12)
     # residuals that the step removes almost entirely: r_0 = X_0 d_0 / alpha
     Rt[0] = alpha * _dense_U(Xs, d)[0] * (1 + 1e-6)
     xr = ops.design_rmatvec(prob.X, Rt)
     s = (Rt ** 2).mean(axis=1)
-    assert moved_variances(s, prob.N, alpha, d, xr, gd) is None
+    assert _moved_variances(s, prob.N, alpha, d, xr, gd) is None
 
 
 def test_factor_step_never_raises_the_nll_with_inexact_pairs(monkeypatch):

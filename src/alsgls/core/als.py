@@ -68,7 +68,7 @@ from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als na
     _residual_variances,
     _State,
     _whitened_eigenpairs,
-    moved_variances,
+    _moved_variances,
 )
 from .fit_result import IterationRecord, SolverRun
 from .ops import (
@@ -185,7 +185,7 @@ def _beta_solve(st: _State, problem: Problem, gram_inv: np.ndarray, grad: tuple,
         U, Zv, Gv = aux
         cache, xr, s = st.z_cache, st.xr, st.s_cache
         st.Rt = subtract_scaled(st.Rt, alpha, U)         # rebinding clears the caches...
-        st.s_cache = None if s is None else moved_variances(s, st.Rt.shape[1], alpha, d, xr, Gv)
+        st.s_cache = None if s is None else _moved_variances(s, st.Rt.shape[1], alpha, d, xr, Gv)
         xr -= alpha * Gv                                 # ...restored, moved along the step
         st.xr = xr
         if cache is not None and cache[2] is cov:

@@ -139,7 +139,7 @@ def _residual_variances(Rt: np.ndarray) -> np.ndarray:
     return materialize(np.einsum("kn,kn->k", Rt, Rt)) / Rt.shape[1]
 
 
-def moved_variances(s: np.ndarray, N: int, alpha: float, d: np.ndarray, xr: np.ndarray,
+def _moved_variances(s: np.ndarray, N: int, alpha: float, d: np.ndarray, xr: np.ndarray,
                     gd: np.ndarray) -> np.ndarray | None:
     """The residual variances after the step ``R <- R - alpha U``, ``U_j = X_j d_j``,
     from ``s`` before it, ``xr = X'R`` and ``gd = X_j'X_j d_j`` (K x p quantities,
