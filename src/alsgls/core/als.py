@@ -132,14 +132,16 @@ def _beta_gradient(st: _State, problem: Problem, gram_inv: np.ndarray,
     CG must keep ``X'R`` and ``G'R`` current (:func:`_beta_solve`).
     """
     X = problem.X
-    if st.work is None and type(st.Rt) is np.ndarray:
-        st.work = workspace(st.Rt.shape)
-    tracked = st.work is not None and type(X) is np.ndarray
+    in_memory = type(st.Rt) is np.ndarray
+    tracked = in_memory and type(X) is np.ndarray
+    if st.work is None and in_memory:
+        # the tracked steps write only X v; the Woodbury route also Sigma^-1 X v
+        st.work = workspace(st.Rt.shape, 1 if tracked else 2)
     if tracked:
         cov, Z = st.lowrank(st.F, st.D)
         if st.xr is None:
             st.xr = design_rmatvec(X, st.Rt)
-        r = gls_gradient(X, cov, st.Rt, st.work[1], xr=st.xr, Z=Z)
+        r = gls_gradient(X, cov, st.Rt, xr=st.xr, Z=Z)
     else:
         cov = LowRankCovariance(st.F, st.D)
         r = gls_gradient(X, cov, st.Rt, None if st.work is None else st.work[1])

@@ -245,30 +245,32 @@ def _factor_step(
     ref = min(nll_F, st.nll)
     D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
-    rejected = 0
+    rejected = halvings = 0
+    resolved = False
+    step = None                     # the accepted (D, NLL)
     if D_acc is not None:
         nll_acc = st.nll_of(F, D_acc)
-        if nll_acc <= ref:
-            st.F, st.D, st.nll, st.floor = F, D_acc, nll_acc, floor
-            st.d_gap = _profile_gap(F, D, s, floor)
-            return eig_it, 0, False
-        rejected = 1
-    # pairs whose profile value exceeds the NLL now are inexact (an unverified
-    # early iteration): the full D step alone is tried with them, then they
-    # are solved to the final tolerance before backtracking
-    inexact = k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL
-    D_try, nll_try, halvings = _backtrack(st, F, D, D_target, floor, ref, 0 if inexact else 30)
-    resolved = inexact and nll_try > ref
-    if resolved:
-        lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
-        eig_it += it
-        ref = min(_profile_nll(lam, D, s), st.nll)
-        D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
-        D_try, nll_try, more = _backtrack(st, F, D, D_target, floor, ref, 30)
-        halvings += 1 + more
+        step, rejected = ((D_acc, nll_acc), 0) if nll_acc <= ref else (None, 1)
+    if step is None:
+        # pairs whose profile value exceeds the NLL now are inexact (an
+        # unverified early iteration): the full D step alone is tried with
+        # them, then they are solved to the final tolerance before backtracking
+        inexact = k > 0 and nll_F > st.nll and eig_rtol > EIG_RTOL
+        D_try, nll_try, halvings = _backtrack(st, F, D, D_target, floor, ref,
+                                              0 if inexact else 30)
+        resolved = inexact and nll_try > ref
+        if resolved:
+            lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
+            eig_it += it
+            ref = min(_profile_nll(lam, D, s), st.nll)
+            D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+            D_try, nll_try, more = _backtrack(st, F, D, D_target, floor, ref, 30)
+            halvings += 1 + more
+        if nll_try <= ref:
+            step = D_try, nll_try
     st.d_gap = _profile_gap(F, D, s, floor)
-    if nll_try <= ref:
-        st.F, st.D, st.nll, st.floor = F, D_try, nll_try, floor
+    if step is not None:
+        st.F, st.D, st.nll, st.floor = F, step[0], step[1], floor
     else:  # D step could not improve: keep D, take the F step alone if it gains
         nll_f = st.nll_of(F, D)
         if nll_f <= st.nll:

@@ -641,9 +641,11 @@ def sampled_gap(X: Any, cov: LowRankCovariance, gram_inv: np.ndarray, alpha: flo
     return 0.5 * K / S.size * float(np.vdot(r1, apply_block(gram_inv[S], scale, r1)))
 
 
-def workspace(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Two (K, N) float64 workspaces for :func:`normal_matvec` / :func:`gls_gradient`."""
-    return np.empty(shape), np.empty(shape)
+def workspace(shape: tuple[int, int], count: int = 2) -> tuple[np.ndarray, ...]:
+    """``count`` (K, N) float64 workspaces: two for :func:`normal_matvec` /
+    :func:`gls_gradient` (``U`` and ``Sigma^-1 U``), one for
+    :func:`split_normal_matvec` and :func:`curvature` (``U`` alone)."""
+    return tuple(np.empty(shape) for _ in range(count))
 
 
 def subtract_scaled(A: np.ndarray, alpha: float, U: np.ndarray) -> np.ndarray:

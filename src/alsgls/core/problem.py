@@ -733,14 +733,18 @@ def _scaled_condition(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     full = np.all(d > 0, axis=1)
     d = np.where(d > 0, d, 1.0)
     C = g / d[:, :, None] / d[:, None, :]
-    lo, hi = np.empty(len(C)), np.empty(len(C))
-    if full.all():
-        lo[:], hi[:] = _unit_diagonal_extremes(C)
-    else:
-        lo[full], hi[full] = _unit_diagonal_extremes(C[full])
-        ev = np.linalg.eigvalsh(C[~full])
-        lo[~full], hi[~full] = ev[:, 0], ev[:, -1]
+    lo, hi = _unit_diagonal_extremes(C) if full.all() else _with_zero_columns(C, full)
     return lo, hi / np.maximum(lo, np.finfo(float).tiny)
+
+
+def _with_zero_columns(C: np.ndarray, full: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_unit_diagonal_extremes` where ``full`` (every column nonzero, so
+    the diagonal is one), ``eigvalsh`` for the rest (a test fold's rare dummy)."""
+    lo, hi = np.empty(len(C)), np.empty(len(C))
+    lo[full], hi[full] = _unit_diagonal_extremes(C[full])
+    ev = np.linalg.eigvalsh(C[~full])
+    lo[~full], hi[~full] = ev[:, 0], ev[:, -1]
+    return lo, hi
 
 
 #: :func:`_unit_diagonal_extremes` takes ``eigvalsh`` for matrices whose smallest
