@@ -901,3 +901,27 @@ def test_moments_from_the_gram_pass_match_the_plain_route():
     # the list route computes them on demand: the same values
     prob_list = build_problem(list(X3), Y)
     _close(prob_list.xty, ref, 1e-12)
+
+
+def test_sur_responses_viewed_not_copied():
+    """SUR.from_arrays keeps its Y's columns as views; the model's response
+    matrix is then a view of that one array (no copy), equal to the stacked
+    columns; responses from separate arrays are stacked as before."""
+    from alsgls import SUR
+    from alsgls.stats.system import _stack_columns
+
+    rng = np.random.default_rng(8)
+    Y = rng.standard_normal((40, 5))
+    Xs = [rng.standard_normal((40, 2)) for _ in range(5)]
+    ys = [Y[:, j] for j in range(5)]
+    view = _stack_columns(ys)
+    assert np.shares_memory(view, Y) and not view.flags.writeable
+    np.testing.assert_array_equal(view, Y)
+    apart = [y.copy() for y in ys]
+    stacked = _stack_columns(apart)
+    assert not np.shares_memory(stacked, Y)
+    np.testing.assert_array_equal(stacked, Y)
+    np.testing.assert_array_equal(_stack_columns(ys[::-1]), Y[:, ::-1])      # not in order: a copy
+    a = SUR.from_arrays(Xs, Y, rank=1).fit()
+    b = SUR({f"eq{j}": (apart[j], Xs[j]) for j in range(5)}, rank=1).fit()
+    np.testing.assert_array_equal(a.params, b.params)

@@ -61,6 +61,24 @@ def import_formulaic():
     return formulaic
 
 
+def _stack_columns(ys: list) -> np.ndarray:
+    """The (N, K) matrix of the responses ``ys``: a read-only view of the one
+    array they are consecutive columns of (``SUR.from_arrays``' ``Y``), else a
+    copy.  The view spares a copy of all responses, 1/6 of the boundary's
+    cost at K = 2000, N = 1000."""
+    y0 = ys[0]
+    K = len(ys)
+    if (isinstance(y0, np.ndarray) and y0.ndim == 1 and y0.dtype == np.float64
+            and y0.strides[0] == K * y0.itemsize
+            and all(isinstance(y, np.ndarray) and y.shape == y0.shape and y.strides == y0.strides
+                    and y.dtype == y0.dtype and y.__array_interface__["data"][0]
+                    == y0.__array_interface__["data"][0] + j * y0.itemsize
+                    for j, y in enumerate(ys))):
+        return np.lib.stride_tricks.as_strided(y0, (y0.shape[0], K),
+                                               (y0.strides[0], y0.itemsize), writeable=False)
+    return np.column_stack(ys)
+
+
 def _named_designs(Xs: Sequence, exog_names: Any, labels: list[str]) -> list:
     """``Xs`` as DataFrames with the columns ``exog_names`` (one list per equation);
     ``ValueError`` naming ``exog_names`` and the equation when the counts differ."""
@@ -178,7 +196,7 @@ class SUR:
         self.rank_selection = None
         self.rank = self._resolve_rank(rank)   # a rank method: None until the data are valid
         Xs = [e.X for e in self._equations]   # views of one array: a shared design
-        Y = np.column_stack([e.y for e in self._equations])
+        Y = _stack_columns([e.y for e in self._equations])
         w = self._row_weights(weights, spec_w, Y)
         labels = [e.label for e in self._equations]
         self._problem = build_problem(Xs, Y, weights=w, missing=missing, labels=labels,
