@@ -147,7 +147,7 @@ def _beta_gradient(st: _State, problem: Problem, gram_inv: np.ndarray,
             st.xr = design_rmatvec(X, st.Rt)
         r = gls_gradient(X, cov, st.Rt, xr=st.xr, Z=Z)
     else:
-        cov = LowRankCovariance(st.F, st.D)
+        cov = LowRankCovariance._trusted(st.F, st.D)
         r = gls_gradient(X, cov, st.Rt, None if st.work is None else st.work[1])
     if restriction is not None:
         r = restriction.block_metric(gram_inv, cov.inverse_diagonal).project(r)

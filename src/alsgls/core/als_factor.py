@@ -99,7 +99,7 @@ class _State:
         c = self.z_cache
         if c is not None and c[0] is F and c[1] is D:
             return c[2], c[3]
-        cov = LowRankCovariance(F, D)
+        cov = LowRankCovariance._trusted(F, D)
         Z = cov.G.T @ self.Rt
         self.z_cache = (F, D, cov, Z)
         return cov, Z
@@ -111,7 +111,7 @@ class _State:
         from :meth:`lowrank`; none when it has not)."""
         rowsq = self.Rt.shape[1] * self.variances()
         if F.shape[1] == 0 or type(self.Rt) is not np.ndarray:
-            return LowRankCovariance(F, D).nll_per_row(self.Rt, rowsq=rowsq)
+            return LowRankCovariance._trusted(F, D).nll_per_row(self.Rt, rowsq=rowsq)
         cov, Z = self.lowrank(F, D)
         return cov.nll_per_row(self.Rt, rowsq=rowsq, Z=Z)
 
@@ -127,7 +127,7 @@ class _State:
             return self.nll_of(F, self.D)
         cov0, Z0 = c[2], c[3]
         Q = np.linalg.lstsq(self.F, F, rcond=None)[0]
-        cov = LowRankCovariance(F, self.D)
+        cov = LowRankCovariance._trusted(F, self.D)
         Z = np.linalg.solve(cov.chol, Q.T @ cov0.chol) @ Z0           # k x k, then k x N
         return cov.nll_per_row(self.Rt, rowsq=self.Rt.shape[1] * self.variances(), Z=Z)
 
@@ -194,7 +194,15 @@ def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray)
     num = FF + D - s
     num[np.abs(num) <= ROUNDOFF * (FF + D + s)] = 0.0
     g = 0.5 * num / D
-    gap = (g / (D * LowRankCovariance(F, D).inverse_diagonal)) ** 2
+    # D_j (Sigma^-1)_jj = 1 - (Fs (I + Fs'Fs)^-1 Fs')_jj, Fs = D^-1/2 F: k x k work
+    # (an estimate: the explicit inverse's error, eps times its condition, is
+    # far below what matters here, and it costs a third of a triangular solve)
+    Fs = F / np.sqrt(D)[:, None]
+    core = Fs.T @ Fs
+    core.flat[:: core.shape[0] + 1] += 1.0
+    fisher = np.maximum(1.0 - np.einsum("ij,ij->i", Fs @ np.linalg.inv(core), Fs),
+                        np.finfo(float).tiny)
+    gap = (g / fisher) ** 2
     down = g > 0
     gap[down] = np.minimum(gap[down], g[down] * np.log(np.maximum(D[down] / floor[down], 1.0)))
     return float(np.sum(gap))
