@@ -568,8 +568,8 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
         if (co is None and k > 0 and not pr.hold and st.d_gap * pr.amplification() > 0.5 * scale
                 and max(1e-2 * pr.last_delta, pr.remaining()) <= scale):
             # only the D gap before the last step blocks the next test: measure
-            # the gap after it (one warm-started subspace iteration, usually)
-            e_it = _settled_gap(st, k, options.d_floor, rng, options.eig_maxiter)
+            # the gap after it (a warm-started eigen-solve at the new D)
+            e_it = _settled_gap(st, k, options.d_floor, rng, options.eig_maxiter, options.tol)
             pr.sweeps[-1] = replace(pr.sweeps[-1],
                                     eig_iterations=pr.sweeps[-1].eig_iterations + e_it)
         if pr.stuck >= STUCK_SWEEPS:   # the tolerance is below what round-off allows
