@@ -40,7 +40,7 @@ phase: up to 11x at 1e-11 on Grunfeld, 8.6x at 1e-12 on the wage panel).
 At a Heywood case the NLL itself is computed only to about ``eps / d_floor``
 per row.  When five sweeps in a row change the NLL by no more than its
 round-off the fit stops unconverged (the tolerance is below what round-off
-allows).
+allows, or the estimate cannot be brought below it: see ``STUCK_REASON``).
 
 Linear restrictions ``R beta = q`` (:mod:`alsgls.core.restriction`): the
 start is restricted OLS and the beta-step is projected PCG (the block-Jacobi
@@ -71,6 +71,7 @@ from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als na
     _residual_variances,
     _settled_gap,
     _State,
+    _newton_d,
     _whitened_eigenpairs,
     _moved_variances,
 )
@@ -118,6 +119,11 @@ MAX_AMPLIFICATION = 1e3
 #: at most its round-off, ``NOISE * eps * (|NLL| + K)`` per row.
 STUCK_SWEEPS = 5
 NOISE = 4.0
+#: Why a fit can stop with no step decreasing the NLL while the stopping rule's
+#: estimate stays above the tolerance (the warnings say it).
+STUCK_REASON = ("at this tolerance the NLL's round-off, or, near a Heywood boundary, a "
+                "coupling amplification estimated from steps that no longer move: the "
+                "gap estimate may overstate the gap, but it is not certified")
 #: The beta-step record of a sweep without one (``update_beta=False``).
 _NO_STEP = CGInfo(0, 0.0, 0.0, 0.0, True)
 
@@ -219,6 +225,8 @@ class _Progress:
     sweeps: list = field(default_factory=list)      # one IterationRecord per sweep
     stuck: int = 0                                  # successive sweeps within round-off
     hold: int = 0                                   # stopping tests still to skip
+    #: the last stopping test's estimate: (gap, beta gap + Sigma gap, amplification)
+    estimate: tuple = (np.inf, np.inf, 1.0)
 
     def rate(self) -> float:
         """Contraction of the sweeps: the largest of the last three ratios of
@@ -419,8 +427,17 @@ def run_als(problem: Problem, k: int, options: SolverOptions, *,
         nll_at=st.nll_rotated,
         floor=st.floor if st.floor is not None else options.d_floor * _residual_variances(st.Rt),
         method="als", unit="sweep",
-        note=f"last NLL decrease per row and equation {pr.last_delta / problem.K:.2e}",
+        note=_note(pr, problem.K),
         iterations=pr.sweeps, beta_gap=pr.gaps)
+
+
+def _note(pr: _Progress, K: int) -> str:
+    """The fit's closing diagnostics, per row and equation: the last NLL
+    decrease and the stopping rule's last estimate with its parts."""
+    gap, blocks, amp = pr.estimate
+    return (f"last NLL decrease per row and equation {pr.last_delta / K:.2e}; estimated "
+            f"gap {gap / K:.2e}: block gaps {blocks / K:.2e} times the coupling's "
+            f"amplification {amp:.3g}")
 
 
 def factor_analysis(Rt: np.ndarray, k: int, options: SolverOptions
@@ -464,8 +481,7 @@ def factor_analysis(Rt: np.ndarray, k: int, options: SolverOptions
     if not _sweeps(st, pr, k, options, rng, None, None):
         why, fix = ((f"reached max_iter={options.iterations('als')} sweeps", "raise max_iter or ")
                     if pr.stuck < STUCK_SWEEPS else
-                    ("stopped when no step decreased the NLL any more (the tolerance is "
-                     "below what round-off allows here)", ""))
+                    (f"stopped when no step decreased the NLL any more ({STUCK_REASON})", ""))
         warn(f"the factor analysis of the residuals {why} without meeting tol="
              f"{options.tol:g} (last NLL decrease per row and equation "
              f"{pr.last_delta / Rt.shape[0]:.2e}); {fix}loosen tol", ConvergenceWarning)
@@ -482,16 +498,18 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
     coupled phase (:class:`_Coupled`).  The stopping rule estimates the NLL
     gap per row as the largest of ``1e-2`` times the last decrease, the
     linear-rate extrapolation of the decreases (plain sweeps) or the gap that
-    Anderson's step predicts (coupled phase), and the beta gap plus the D gap
-    (:func:`_profile_gap`) times the amplification ``1 / (1 - rho)`` of their
-    coupling (from the decrease ratios, or from the Anderson history), and
-    stops when it is at most ``tol * K``.  A factor step that had to solve
+    Anderson's step predicts (coupled phase), and the beta gap plus the
+    Sigma gap times the amplification ``1 / (1 - rho)`` of their coupling
+    (from the decrease ratios, or from the Anderson history), and stops when
+    it is at most ``tol * K``.  The Sigma gap is the D gap before the last
+    factor step (:func:`_profile_gap`), or, when only it blocks the test, the
+    gap measured after that step (:func:`_settled_gap`).  A factor step that had to solve
     its eigenpairs again tightly (loose ones proved too inexact) and so gained
     more than the tolerance is not a step at the sweeps' rate: the factor
     steps solve tightly from then on (``_State.tight``) and the next two
     tests are skipped, so that the extrapolation uses tight sweeps alone.
     ``STUCK_SWEEPS`` sweeps in a row within the NLL's round-off stop the fit
-    unconverged.
+    unconverged (:data:`STUCK_REASON`).
     """
     K, N = st.Rt.shape
     limit = options.iterations("als")
@@ -501,8 +519,9 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
         if co is None:
             grad = None if beta is None else beta.gradient()
             amp = pr.amplification()
-            gap = max(1e-2 * pr.last_delta, pr.remaining(),
-                      ((0.0 if grad is None else grad[2]) / N + st.d_gap) * amp)
+            blocks = (0.0 if grad is None else grad[2]) / N + st.d_gap
+            gap = max(1e-2 * pr.last_delta, pr.remaining(), blocks * amp)
+            pr.estimate = (gap, blocks, amp)
             if pr.hold:
                 # a recent factor step caught up on inexact eigenpairs: its
                 # decrease says nothing of the rate the rule extrapolates with
@@ -572,7 +591,7 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             e_it = _settled_gap(st, k, options.d_floor, rng, options.eig_maxiter, options.tol)
             pr.sweeps[-1] = replace(pr.sweeps[-1],
                                     eig_iterations=pr.sweeps[-1].eig_iterations + e_it)
-        if pr.stuck >= STUCK_SWEEPS:   # the tolerance is below what round-off allows
+        if pr.stuck >= STUCK_SWEEPS:   # no step moves the NLL: STUCK_REASON
             if beta is not None:
                 _refresh_nll(st, pr)
             return False
@@ -603,30 +622,37 @@ def _coupled_beta_step(st: _State, co: _Coupled, beta: _BetaBlock | None, scale:
         predicted = 0.5 * float(np.vdot(st.grad, co.from_x(x_new - x))) / N
     beta_gap = (info.decrease + info.final_gap) / N
     gap = max(1e-2 * pr.last_delta, predicted, (beta_gap + st.d_gap) * co.amp)
+    pr.estimate = (gap, beta_gap + st.d_gap, co.amp)
     return info, gap, x_new, nll_T
 
 
 def _exact_factor_analysis(st: _State, k: int, options: SolverOptions,
                            rng: np.random.Generator) -> tuple[int, int]:
     """The ML factor analysis of the current residuals: L-BFGS-B on the profile,
-    then one step of the D map ``D = max(s - diag(F F'), floor)``, a fixed
-    point at the optimum.  The D map is driven by the gradient, not by NLL
-    differences, so it removes what L-BFGS-B's function-value test leaves
-    (NLL differences at the round-off of the NLL decide where it stops).  The
-    step is kept unless it raises the NLL by more than its round-off."""
+    then one projected Newton step in ``log D`` with the Fisher curvature
+    (:func:`_newton_d`), or if that raises the NLL one step of the D map
+    ``D = max(s - diag(F F'), floor)``; both have the optimum as fixed point.
+    They are driven by the gradient, not by NLL differences, so they remove
+    what L-BFGS-B's function-value test leaves (NLL differences at the
+    round-off of the NLL decide where it stops); the Newton step also reaches
+    a floor the D map crawls towards (1 - (D_j (Sigma^-1)_jj)^2 per step).
+    A step is kept unless it raises the NLL by more than its round-off."""
     if k == st.Rt.shape[0] - 1 and _unrestricted_sigma(st, k, options, rng):
         return 0, 1
     e_it, n_prof = _profile_lbfgs(st, k, options.d_floor, rng, options.eig_maxiter, COUPLED_FTOL)
     s = st.variances()
     floor = options.d_floor * s
-    _, F, e2 = _whitened_eigenpairs(st, st.D, k, rng, options.eig_maxiter)
-    st.d_gap = _profile_gap(F, st.D, s, floor)      # the step's own size: what is left
-    D = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
-    _, F, e3 = _whitened_eigenpairs(st, D, k, rng, options.eig_maxiter)   # F given the new D
-    nll = st.nll_of(F, D)
-    if nll <= st.nll + _roundoff(st):
-        st.F, st.D, st.nll, st.floor = F, D, min(nll, st.nll), floor
-    return e_it + e2 + e3, n_prof + 2
+    _, F0, e2 = _whitened_eigenpairs(st, st.D, k, rng, options.eig_maxiter)
+    st.d_gap = _profile_gap(F0, st.D, s, floor)      # the step's own size: what is left
+    e_it += e2
+    for D in (_newton_d(F0, st.D, s, floor), np.maximum(s - np.einsum("ij,ij->i", F0, F0), floor)):
+        _, F, e3 = _whitened_eigenpairs(st, D, k, rng, options.eig_maxiter)   # F given the new D
+        e_it, n_prof = e_it + e3, n_prof + 1
+        nll = st.nll_of(F, D)
+        if nll <= st.nll + _roundoff(st):
+            st.F, st.D, st.nll, st.floor = F, D, min(nll, st.nll), floor
+            break
+    return e_it, n_prof + 1
 
 
 def _unrestricted_sigma(st: _State, k: int, options: SolverOptions,

@@ -17,7 +17,7 @@ import numpy as np
 from .._threads import blas_threads
 from .._warnings import warn
 from ..exceptions import ConvergenceWarning, HeywoodWarning
-from .als import run_als
+from .als import STUCK_REASON, run_als
 from .em import run_em
 from .existence import ExistenceCheck, describe, floor_collapse, relation_at_rank
 from .fit_result import GLSFit, MissingGLSFit, SolverRun, canonical_loadings
@@ -238,8 +238,9 @@ def _warn(run: SolverRun, problem: Problem, options: SolverOptions,
         limit = options.iterations({"em-missing": "missing"}.get(run.method, run.method))
         why = (f"reached max_iter={limit} {run.unit}s" if n >= limit else
                f"stopped after {n} {run.unit}s, before max_iter={limit}, when no step "
-               "decreased the NLL any more (the tolerance is below what round-off "
-               "allows here)")
+               "decreased the NLL any more (" + (
+                   STUCK_REASON if run.method == "als"
+                   else "the tolerance is below what round-off allows here") + ")")
         warn(f"the {_NAMES[run.method]} solver {why} without meeting tol={options.tol:g} "
              f"({run.note}); " + ("raise max_iter or loosen tol" if n >= limit
                                   else "loosen tol"), ConvergenceWarning)
