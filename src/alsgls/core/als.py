@@ -21,8 +21,9 @@ a D map that crawls (weak factors, Heywood cases) -- the *coupled phase*
 residuals, an accurate GLS step, and Anderson acceleration of the resulting
 map in beta.  On Munnell's nine regions (N = 17, seven regressors each) at
 k = 1 the plain sweeps contract at rate ~0.9 (216 sweeps to the MLE); the
-coupled phase reaches it in 34-39 (benchmarks/real_panels.py); on a recursive five-equation macro system
-at full rank (rate 0.98) in 21 instead of thousands.
+coupled phase reaches it in 34-42 sweeps, depending on the machine's rounding
+and the version (benchmarks/real_panels.py); on a recursive five-equation
+macro system at full rank (rate 0.98) in 20 instead of thousands.
 
 Stopping rule: the NLL gap per row still available is estimated as the
 largest of 1e-2 times the last sweep's decrease, the linear-rate
