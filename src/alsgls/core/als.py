@@ -72,6 +72,7 @@ from .als_factor import (  # noqa: F401  (DENSE_EIG_LIMIT: the old alsgls.als na
     _residual_variances,
     _settled_gap,
     _State,
+    _d_map,
     _newton_d,
     _whitened_eigenpairs,
     _moved_variances,
@@ -239,6 +240,11 @@ class _Progress:
         """``1 / (1 - rho)``: how much the coupling of the blocks enlarges the
         joint gap over the sum of the block gaps (:meth:`rate`)."""
         return 1.0 / (1.0 - self.rate())
+
+    def trend(self) -> float:
+        """The gap the decreases alone imply: the larger of 1e-2 times the last
+        one and their linear-rate extrapolation (:meth:`remaining`)."""
+        return max(1e-2 * self.last_delta, self.remaining())
 
     def remaining(self) -> float:
         """Linear-rate extrapolation of the decrease still to come."""
@@ -521,7 +527,7 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
             grad = None if beta is None else beta.gradient()
             amp = pr.amplification()
             blocks = (0.0 if grad is None else grad[2]) / N + st.d_gap
-            gap = max(1e-2 * pr.last_delta, pr.remaining(), blocks * amp)
+            gap = max(pr.trend(), blocks * amp)
             pr.estimate = (gap, blocks, amp)
             if pr.hold:
                 # a recent factor step caught up on inexact eigenpairs: its
@@ -586,7 +592,7 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
                                           backtracks=n_back, profile_evaluations=n_prof),
                   _roundoff(st))
         if (co is None and k > 0 and not pr.hold and st.d_gap * pr.amplification() > 0.5 * scale
-                and max(1e-2 * pr.last_delta, pr.remaining()) <= scale):
+                and pr.trend() <= scale):
             # only the D gap before the last step blocks the next test: measure
             # the gap after it (a warm-started eigen-solve at the new D)
             e_it = _settled_gap(st, k, options.d_floor, rng, options.eig_maxiter, options.tol)
@@ -646,7 +652,7 @@ def _exact_factor_analysis(st: _State, k: int, options: SolverOptions,
     _, F0, e2 = _whitened_eigenpairs(st, st.D, k, rng, options.eig_maxiter)
     st.d_gap = _profile_gap(F0, st.D, s, floor)      # the step's own size: what is left
     e_it += e2
-    for D in (_newton_d(F0, st.D, s, floor), np.maximum(s - np.einsum("ij,ij->i", F0, F0), floor)):
+    for D in (_newton_d(F0, st.D, s, floor), _d_map(F0, s, floor)):
         _, F, e3 = _whitened_eigenpairs(st, D, k, rng, options.eig_maxiter)   # F given the new D
         e_it, n_prof = e_it + e3, n_prof + 1
         nll = st.nll_of(F, D)

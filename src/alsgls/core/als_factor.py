@@ -200,23 +200,45 @@ def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray)
     Heywood case the NLL is about linear in ``D_j``).  Differences at the
     round-off of ``s_j`` count as zero.
     """
-    FF = np.einsum("ij,ij->i", F, F)
-    num = FF + D - s
-    num[np.abs(num) <= ROUNDOFF * (FF + D + s)] = 0.0
-    g = 0.5 * num / D
+    g = _log_d_gradient(F, D, s, roundoff=True)
     gap = (g / _fisher_factors(F, D)) ** 2
     down = g > 0
     gap[down] = np.minimum(gap[down], g[down] * np.log(np.maximum(D[down] / floor[down], 1.0)))
     return float(np.sum(gap))
 
 
+def _log_d_gradient(F: np.ndarray, D: np.ndarray, s: np.ndarray, *,
+                    roundoff: bool = False) -> np.ndarray:
+    """The profile's gradient in ``log D``, ``g_j = ((F F')_jj + D_j - s_j) / (2 D_j)``
+    (per row); ``roundoff``: differences at the round-off of ``s_j`` count as
+    zero (for the gap estimate; the steps and L-BFGS-B take the gradient as
+    computed: zeroing it there cost near-floor fits their convergence)."""
+    FF = np.einsum("ij,ij->i", F, F)
+    num = FF + D - s
+    if roundoff:
+        num[np.abs(num) <= ROUNDOFF * (FF + D + s)] = 0.0
+    return 0.5 * num / D
+
+
+def _d_map(F: np.ndarray, s: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """The D map ``max(s - diag(F F'), floor)``: the D that zeroes the gradient
+    given the loadings ``F``."""
+    return np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+
+
 def _fisher_factors(F: np.ndarray, D: np.ndarray) -> np.ndarray:
     """``D_j (Sigma^-1)_jj`` (K,), in (0, 1]: the Fisher information of
-    ``log D_j`` is half its square.  ``1 - (Fs (I + Fs'Fs)^-1 Fs')_jj`` with
-    ``Fs = D^-1/2 F`` (k x k work; the explicit inverse's error, eps times
-    the core's condition, measured at most 2e-11 relative on Heywood
-    configurations, is far below what the gap estimate and the Newton step
-    need), at least ``eps``."""
+    ``log D_j`` is half its square; at least ``eps``.
+
+    ``1 - (Fs (I + Fs'Fs)^-1 Fs')_jj`` with ``Fs = D^-1/2 F``, a difference of
+    quantities of order one (k x k work; the explicit inverse's error, eps
+    times the core's condition, measured at most 2e-11 relative on Heywood
+    configurations), rather than ``D`` times
+    :attr:`LowRankCovariance.inverse_diagonal`, which subtracts ``(G G')_jj``
+    from ``1 / D_j``, both of order ``1 / floor`` at a Heywood case: with it,
+    one of the 56 small systems of ``benchmarks/stopping_gaps.py`` ended
+    unconverged 19 tol * K short instead of converging.
+    """
     Fs = F / np.sqrt(D)[:, None]
     core = Fs.T @ Fs
     core.flat[:: core.shape[0] + 1] += 1.0
@@ -230,8 +252,8 @@ def _newton_d(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray) ->
     floor, at most ``ANDERSON_MAX_STEP`` in ``log D``.  The D map
     ``max(s - diag(F F'), floor)`` steps ``-2 g_j``, ``1 / (D_j (Sigma^-1)_jj)^2``
     times less: near a Heywood case it crawls towards the floor."""
-    g = 0.5 * (np.einsum("ij,ij->i", F, F) + D - s) / D
-    step = np.clip(-2.0 * g / _fisher_factors(F, D) ** 2, -ANDERSON_MAX_STEP, ANDERSON_MAX_STEP)
+    step = np.clip(-2.0 * _log_d_gradient(F, D, s) / _fisher_factors(F, D) ** 2,
+                   -ANDERSON_MAX_STEP, ANDERSON_MAX_STEP)
     return np.maximum(D * np.exp(step), floor)
 
 
@@ -306,7 +328,7 @@ def _factor_step(
     # accepted steps never rise above either
     nll_F = _profile_nll(lam, D, s)
     ref = min(nll_F, st.nll)
-    D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+    D_target = _d_map(F, s, floor)
     D_acc = _anderson(st, np.log(D), np.log(D_target), np.log(floor))
     rejected = halvings = 0
     resolved = False
@@ -326,7 +348,7 @@ def _factor_step(
             lam, F, it = _whitened_eigenpairs(st, D, k, rng, eig_maxiter, EIG_RTOL)
             eig_it += it
             ref = min(_profile_nll(lam, D, s), st.nll)
-            D_target = np.maximum(s - np.einsum("ij,ij->i", F, F), floor)
+            D_target = _d_map(F, s, floor)
             D_try, nll_try, more = _backtrack(st, F, D, D_target, floor, ref, 30)
             halvings += 1 + more
         if nll_try <= ref:
@@ -395,8 +417,7 @@ def _profile_lbfgs(
         eig_total[0] += it
         big = lam > 1.0
         f = 0.5 * (np.sum(z) + np.sum(np.log(lam[big]) - lam[big] + 1.0) + np.sum(np.exp(-z)))
-        g = 0.5 * (np.einsum("ij,ij->i", F, F) + D - s) / D
-        return f, g
+        return f, _log_d_gradient(F, D, s)
 
     lo = np.full(K, np.log(d_floor))
     z0 = np.maximum(np.log(st.D / s), lo)
