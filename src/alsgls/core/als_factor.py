@@ -47,12 +47,13 @@ EIG_RTOL_MAX = 3e-5
 EIG_RTOL_FIRST = 1e-3
 #: :func:`_settled_gap` solves its eigenpairs to this times ``sqrt(tol)``: the
 #: D gap it measures errs by about the square of the loadings' error, against
-#: a threshold proportional to ``tol``.  Measured over 27 measurements on the
-#: shapes of ``benchmarks/stopping_gaps.py`` (tol = 1e-10), the measured gap
-#: over the exact one (dense eigenpairs): 0.71-1.00, median 0.998, at this
-#: setting (eigenpairs to 1e-7); 0.45-1.31 at 1e-5, where loadings still
-#: close to the previous D's make the D map's residual look smaller than it
-#: is; 0.998-1.000 at 1e-9 (three iterations instead of two at K = 1000).
+#: a threshold proportional to ``tol``.  Over the 26-27 measurements on the
+#: shapes of ``benchmarks/stopping_gaps.py --settle RTOL`` (tol = 1e-10), the
+#: measured gap over the exact one (dense eigenpairs): 0.71-1.00, median
+#: 0.998, at this setting (eigenpairs to 1e-7); 0.45-1.31 at 1e-5, where
+#: loadings still close to the previous D's make the D map's residual look
+#: smaller than it is; 0.998-1.000 at 1e-9 (three iterations instead of two
+#: at K = 1000).
 SETTLE_RTOL_SCALE = 1e-2
 #: At or above this tolerance (early sweeps) the subspace iteration may end on
 #: predicted rather than verified accuracy (``ops.top_eigenpairs``).
