@@ -2,13 +2,13 @@ r"""Memory and time scaling in K: O(N K (p + k)) for ALS against O(K^2 + P^2) fo
 
 Per ALS sweep (DESIGN.md section 7) the work is
 
-    O(N K (p k (1 + 2 n_cg) + p + 7 (k + 8)))  flops,   O(N K (p + 1))  bytes,
+    O(N K (p k (1 + 2 n_cg) + p + 7 (k + 4)))  flops,   O(N K (p + 1))  bytes,
 
 because every product goes through the factor form: ``Sigma^-1 v =
 Psi^-1 v - G (G' v)`` (``G`` is K x k), the GLS normal operator
 ``(A v)_j = X_j'X_j v_j / D_j - X_j' Phi(v) G_j'`` with
 ``Phi(v) = sum_l (X_l v_l) G_l'`` (N x k), and the factor step's block
-subspace iteration on the N x K whitened residuals (block k + 8).  Nothing is
+subspace iteration on the N x K whitened residuals (block k + 4).  Nothing is
 K x K or P x P (P = sum p_j), so the peak memory beyond the data grows like
 K and the fit time like a fixed multiple of one pass over the data.
 

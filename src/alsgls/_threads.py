@@ -1,6 +1,6 @@
 """Keep BLAS single-threaded inside the solvers, when threadpoolctl is present.
 
-The ALS path issues many mid-sized GEMMs (K x N by N x (k + 8)).  Under a
+The ALS path issues many mid-sized GEMMs (K x N by N x (k + 4)).  Under a
 multi-threaded OpenBLAS on a loaded machine each call pays for thread
 hand-offs; measured on 2 shared cores this made a fit 2-15x slower while
 batched OLS (whose tiny GEMMs never thread) was unaffected.  One thread is

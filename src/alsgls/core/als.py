@@ -98,7 +98,9 @@ __all__ = ["run_als", "factor_analysis"]
 #: A beta-step solves until the decrease still available is below this
 #: fraction of the previous sweep's NLL decrease (DESIGN.md section 2).
 CG_BUDGET = 1e-2
-#: At convergence beta is solved given the final Sigma to POLISH * tol.
+#: At convergence beta is solved given the final Sigma to POLISH * tol (the
+#: first polish step judged by a 32-equation sample, ``ops.sampled_gap``, as
+#: the sweeps' steps are; CG goes on when the sample says it fell short).
 POLISH = 1e-3
 #: When two successive sweeps each gain more than this fraction of the gain
 #: before (or one gains more than three times it), the sweeps are stalling:
@@ -534,13 +536,14 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
                 # decrease says nothing of the rate the rule extrapolates with
                 gap, pr.hold = np.inf, pr.hold - 1
             # the last beta-step solves to POLISH * tol given the final Sigma (a
-            # few CG steps): the returned beta then meets its first-order
+            # step or a few): the returned beta then meets its first-order
             # condition far inside the tolerance
             last = sweep > 0 and gap <= scale
             # the first CG step's length from v'Av, and Av itself (a pass over
             # the designs) only when a sample of equations says that step left
-            # more than the tolerance; the last beta-step is a full, exact solve
-            single = beta is not None and not last
+            # more than the tolerance (the last beta-step too: its exact gap at
+            # the start is the certificate, the step only lowers it)
+            single = beta is not None
             # before that, CG runs at least until the beta gap alone, amplified,
             # is within half the stopping scale (else it alone could block the stop)
             info = _NO_STEP if beta is None else beta.solve(
@@ -558,7 +561,8 @@ def _sweeps(st: _State, pr: _Progress, k: int, options: SolverOptions,
                 if st.theta is not theta_x:     # re-projected onto R beta = q
                     _refresh_nll(st, pr)
             elif beta is not None:
-                pr.gaps[-1] = info.final_gap / N
+                if not np.isnan(info.final_gap):    # else the exact gap at the test
+                    pr.gaps[-1] = info.final_gap / N
                 if info.iterations:
                     _refresh_nll(st, pr)
             return True

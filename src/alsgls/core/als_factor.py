@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._backend import materialize
-from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, top_eigenpairs
+from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, thin_q, top_eigenpairs
 
 #: Extra columns carried by the subspace iteration beyond the k wanted.  Four,
 #: not eight: over the 60 shapes of ``benchmarks/stopping_gaps.py`` the
@@ -300,7 +300,7 @@ def _settled_gap(st: _State, k: int, d_floor: float, rng: np.random.Generator,
     s = st.variances()
     rtol = float(np.clip(SETTLE_RTOL_SCALE * np.sqrt(tol), EIG_RTOL, EIG_RTOL_MAX))
     if st.basis is not None and st.basis_d is not None and st.basis_d is not st.D:
-        st.basis = np.linalg.qr(np.sqrt(st.basis_d / st.D)[:, None] * st.basis)[0]
+        st.basis = thin_q(np.sqrt(st.basis_d / st.D)[:, None] * st.basis)
     lam, F, it = _whitened_eigenpairs(st, st.D, k, rng, eig_maxiter, rtol, predicted_rtol=0.0)
     st.d_gap = max(st.nll - _profile_nll(lam, st.D, s), 0.0) + _profile_gap(
         F, st.D, s, d_floor * s)

@@ -116,8 +116,11 @@ class GLSFit:
     beta_gap : ndarray, shape (n_iter + 1,)
         ``1/2 g' M^-1 g / N`` at the start of each beta-step: the NLL-per-row
         decrease still available from beta (preconditioned estimate).  The
-        last entry is the gap at exit (after the final polish of beta given
-        the returned Sigma) and certifies the returned beta.
+        last entry is the gap at exit, given the returned Sigma: after the
+        final polish of beta when that polish measured it, else (ALS with
+        more than 32 equations, where a sample of 32 of them judged one
+        exact line-search step enough) the exact gap at the final stopping
+        test, which the polish step only lowers.
     eig_iterations : ndarray of int, shape (n_iter,)
         Subspace iterations in each sweep's factor step (ALS only).
     backtracks : ndarray of int, shape (n_iter,)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy.linalg import eigh, solve_triangular
 from scipy.linalg.blas import daxpy, dgemm
+from scipy.linalg.lapack import dgeqrf, dorgqr
 from scipy.sparse.linalg import LinearOperator
 
 from ._backend import compute_many, gram_top_eigenpairs, is_broadcast, is_lazy, materialize
@@ -300,6 +301,20 @@ def orthonormalize(W: np.ndarray, basis: np.ndarray | None = None,
     return W
 
 
+def thin_q(A: np.ndarray) -> np.ndarray:
+    """``Q`` of the thin QR factorisation of a tall ``A`` (n, m), ``n >= m``: LAPACK
+    ``dgeqrf`` and ``dorgqr`` called directly, the Householder QR that
+    ``np.linalg.qr`` runs too, in a third of its time at 1000 x 8 (32 against
+    107 microseconds measured: the wrapper's copies and checks), eight times
+    per fit at K = 1000."""
+    qr, tau, _, info = dgeqrf(A)
+    if info == 0:
+        q, _, info = dorgqr(qr, tau, overwrite_a=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"QR factorisation failed (LAPACK info {info})")
+    return q
+
+
 #: Safety factor on the predicted accuracy of one more subspace iteration
 #: (:func:`top_eigenpairs`): Ritz values of a poor basis underestimate the
 #: gap ratio.
@@ -388,7 +403,7 @@ def top_eigenpairs(
         # Rayleigh-Ritz on the random block itself, which would be wasted)
         # (products oriented as (b, N) x (N, K): a third faster than K x N times N x b)
         Tt = (sc * rng.standard_normal((K, b))).T @ Rt
-        basis, _ = np.linalg.qr(materialize(sc * (Tt @ Rt.T).T))
+        basis = thin_q(materialize(sc * (Tt @ Rt.T).T))
     V = basis
     lam = np.zeros(b)
     for it in range(1, maxiter + 1):
@@ -408,7 +423,7 @@ def top_eigenpairs(
                 pred = _predicted_pairs(T, S, Z, lam)
                 if pred is not None:
                     return pred[0][:k], pred[1][:, :k], pred[1], it
-        V, _ = np.linalg.qr(Z)
+        V = thin_q(Z)
     return lam[:k], V[:, :k], V, maxiter
 
 
