@@ -213,9 +213,8 @@ def _profile_gap(F: np.ndarray, D: np.ndarray, s: np.ndarray, floor: np.ndarray)
     """
     g = _log_d_gradient(F, D, s, roundoff=True)
     gap = (g / _fisher_factors(F, D)) ** 2
-    down = g > 0
-    gap[down] = np.minimum(gap[down], g[down] * np.log(np.maximum(D[down] / floor[down], 1.0)))
-    return float(np.sum(gap))
+    bound = g * np.log(np.maximum(D / floor, 1.0))      # the linear model up to the floor
+    return float(np.sum(np.where(g > 0, np.minimum(gap, bound), gap)))
 
 
 def _log_d_gradient(F: np.ndarray, D: np.ndarray, s: np.ndarray, *,
