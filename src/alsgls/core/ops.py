@@ -307,8 +307,8 @@ def thin_q(A: np.ndarray) -> np.ndarray:
     """``Q`` of the thin QR factorisation of a tall ``A`` (n, m), ``n >= m``: LAPACK
     ``dgeqrf`` and ``dorgqr`` called directly, the Householder QR that
     ``np.linalg.qr`` runs too, in a third of its time at 1000 x 8 (32 against
-    107 microseconds measured: the wrapper's copies and checks), eight times
-    per fit at K = 1000."""
+    107 microseconds measured: the wrapper's copies and checks), called by
+    the subspace iteration after every iteration that does not end it."""
     qr, tau, _, info = dgeqrf(A)
     if info == 0:
         q, _, info = dorgqr(qr, tau, overwrite_a=1)
