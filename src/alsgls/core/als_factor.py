@@ -185,8 +185,19 @@ def _whitened_eigenpairs(st: _State, D: np.ndarray, k: int, rng: np.random.Gener
                          predicted_rtol: float = PREDICTED_RTOL
                          ) -> tuple[np.ndarray, np.ndarray, int]:
     """Top-k eigenpairs of ``D^-1/2 S D^-1/2`` (``S = R R' / N``) and the Lawley
-    loadings they give: ``(lam, F, subspace iterations)``; warm-starts ``st.basis``
-    (and records its D in ``st.basis_d``)."""
+    loadings they give: ``(lam, F, subspace iterations)``; warm-starts from
+    ``st.basis`` (and records its D in ``st.basis_d``).
+
+    A basis solved at another D is first rescaled to the new whitening,
+    ``diag(sqrt(D_old / D)) V`` re-orthonormalised: when the factors stand
+    above the noise, the top eigenvectors of the whitened covariance move to
+    first order exactly so (``S ~ U Lam U'`` plus noise, so
+    ``P S P ~ (P U) Lam (P U)'`` for ``P = diag(sqrt(D_old / D))``).  After
+    the first factor step (from ``D = s``) the first iteration's Ritz
+    residual falls from 0.27 to 6.5e-3 at K = 1000, after a step late in a
+    fit from 2.3e-5 to 4.9e-7."""
+    if st.basis is not None and st.basis_d is not None and st.basis_d is not D:
+        st.basis = thin_q(np.sqrt(st.basis_d / D)[:, None] * st.basis)
     lam, U, st.basis, it = top_eigenpairs(
         st.Rt, 1.0 / np.sqrt(D * st.Rt.shape[1]), k, basis=st.basis, rng=rng,
         maxiter=maxiter, rtol=rtol, oversample=OVERSAMPLE, dense_limit=DENSE_EIG_LIMIT,
@@ -285,23 +296,15 @@ def _settled_gap(st: _State, k: int, d_floor: float, rng: np.random.Generator,
     stopping test, so that the test uses a measurement, not the previous
     step's gap.
 
-    The warm start is the step's basis at the old D rescaled to the new
-    whitening, ``diag(sqrt(D_old / D)) V`` re-orthonormalised: when the
-    factors stand above the noise, the top eigenvectors of the whitened
-    covariance move to first order exactly so (``S ~ U Lam U'`` plus noise,
-    so ``P S P ~ (P U) Lam (P U)'`` for ``P = diag(sqrt(D_old / D))``).  The
-    first iteration's Ritz residual then falls about 50x further (2.3e-5 to
-    4.9e-7 at K = 1000), and the iteration may end on the predicted accuracy
-    of its products (``ops.top_eigenpairs``, ``predicted_rtol``), which is
-    about one more iteration's.  Over the 31 measurements of
-    ``benchmarks/stopping_gaps.py --settle 1e-7`` the measured over the exact
-    gap is 0.958-1.025 with one iteration each (71 iterations and 0.820-1.034
-    with the unscaled start and verified pairs).
+    The warm start is the step's basis rescaled to the new whitening
+    (:func:`_whitened_eigenpairs`), and the iteration may end on the
+    predicted accuracy of its products (``ops.top_eigenpairs``,
+    ``predicted_rtol``), which is about one more iteration's: one subspace
+    iteration at K = 1000 instead of two (``benchmarks/stopping_gaps.py
+    --settle``: see ``SETTLE_RTOL_SCALE``).
     """
     s = st.variances()
     rtol = float(np.clip(SETTLE_RTOL_SCALE * np.sqrt(tol), EIG_RTOL, EIG_RTOL_MAX))
-    if st.basis is not None and st.basis_d is not None and st.basis_d is not st.D:
-        st.basis = thin_q(np.sqrt(st.basis_d / st.D)[:, None] * st.basis)
     lam, F, it = _whitened_eigenpairs(st, st.D, k, rng, eig_maxiter, rtol, predicted_rtol=0.0)
     st.d_gap = max(st.nll - _profile_nll(lam, st.D, s), 0.0) + _profile_gap(
         F, st.D, s, d_floor * s)
