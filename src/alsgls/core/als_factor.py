@@ -34,11 +34,14 @@ from ._backend import materialize
 from .ops import LOG_2PI, LowRankCovariance, lawley_loadings, thin_q, top_eigenpairs
 
 #: Extra columns carried by the subspace iteration beyond the k wanted.  Four,
-#: not eight: over the 60 shapes of ``benchmarks/stopping_gaps.py`` the
-#: subspace iterations rose 3% (828 against 801) and the sweeps did not (319
-#: against 322), while each iteration's products and small dense work shrank
-#: with the block (paired timing: K = 100 0.90, K = 1000 0.94-0.95, K = 4000
-#: 0.96 of the fit with eight).
+#: not eight: over the 60 shapes of ``benchmarks/stopping_gaps.py`` (measured
+#: when the change was made, before the rescaled warm starts and the span of
+#: the products of ``ops.top_eigenpairs``) the subspace iterations rose 3%
+#: (828 against 801) and the sweeps did not (319 against 322), while each
+#: iteration's products and small dense work shrank with the block (paired
+#: timing: K = 100 0.90, K = 1000 0.94-0.95, K = 4000 0.96 of the fit with
+#: eight).  Two: one shape then stopped 1.01 tol * K short, and the
+#: iterations rose again (795 against 770).
 OVERSAMPLE = 4
 #: Use a thin SVD of the whitened residuals when min(K, N) is this small.
 DENSE_EIG_LIMIT = 64
